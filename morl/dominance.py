@@ -1,0 +1,131 @@
+"""Quantile dominance between actions and the preorder's optimal subset of actions.
+
+"Beyond Scalar Rewards" (arXiv 2603.20230) compares actions' return distributions objective by
+objective with *Quantile Dominance* (QD) and keeps the actions left non-dominated under the preorder,
+both to act and to build training targets. The paper's formula is not available; this module is our
+reconstruction (see ``shared/research/prmomdp-qd-iqn.md`` §4.2–4.3), with every open choice a parameter.
+
+**Quantile dominance (ours).** For quantiles ``Z_k(a, τ_j)`` of objective ``k`` on one shared τ grid,
+
+    QD_k(a, b) = (1/K) Σ_j 1[ Z_k(a, τ_j) > Z_k(b, τ_j) + δ_k ]
+
+and ``a`` dominates ``b`` on ``k`` when ``QD_k(a, b) ≥ θ``. With ``θ = 1`` and ``δ = 0`` this is
+first-order stochastic dominance checked on the grid; ``θ`` in (0.5, 1) asks for a majority of
+quantiles; ``δ_k ≥ 0`` is an indifference margin in the objective's return units. ``θ`` must exceed
+0.5 so that two actions never dominate each other.
+
+**Optimal subset (ours).** Levels of the preorder are processed from the highest precedence down
+(lexicographic elimination, as in thresholded lexicographic Q-learning and LexDQN): at each level
+``L`` an action of the current candidate set ``C`` is removed when another candidate beats it on some
+objective of ``L`` and it beats that candidate on none of ``L`` (Pareto dominance inside a level of
+tied objectives). Only survivors of higher levels are compared at lower levels. For a general
+preorder the levels are the topological generations of its classes, so incomparable objectives
+of one generation are compared Pareto-wise, as ties are.
+
+**Fallback.** With ``θ < 1`` dominance need not be transitive, so a level can remove every
+candidate (a cycle). Then that level keeps the candidates with the largest sum over ``L`` of mean
+quantiles (all of them on an exact tie). The subset is therefore never empty for a row that has at
+least one valid action; a row with no valid action returns an empty row.
+
+>>> import torch
+>>> from morl.preorder import Preorder
+>>> p = Preorder.parse("safety > progress")
+>>> z = torch.tensor([[[[0., 0.], [-1., -1.], [0., 0.]],      # safety quantiles of 3 actions
+...                    [[1., 1.], [5., 5.], [2., 2.]]]])     # progress quantiles
+>>> optimal_subset(z, p, theta=1.0, delta=0.0).tolist()       # action 1 is unsafe; 2 is faster than 0
+[[False, False, True]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from morl.preorder import Preorder
+
+__all__ = ["quantile_dominance", "dominance", "level_subsets", "optimal_subset"]
+
+
+def _delta_tensor(delta, m: int, like: torch.Tensor) -> torch.Tensor:
+    d = torch.as_tensor(delta, dtype=like.dtype, device=like.device)
+    if d.dim() == 0:
+        d = d.expand(m)
+    if d.shape != (m,):
+        raise ValueError(f"delta must be a scalar or have one entry per objective ({m}), got shape {tuple(d.shape)}")
+    return d
+
+
+def quantile_dominance(z: torch.Tensor, delta: float | Sequence[float] | torch.Tensor = 0.0) -> torch.Tensor:
+    """QD rates of every ordered pair of actions.
+
+    :param z: quantiles ``[B, m, A, K]`` (batch, objectives, actions, quantiles on one shared τ grid).
+    :param delta: indifference margin δ_k ≥ 0, a scalar or one per objective.
+    :return: ``[B, m, A, A]`` tensor; entry ``[b, k, i, j] = QD_k(i, j)`` in [0, 1].
+    """
+    if z.dim() != 4:
+        raise ValueError(f"z must be [B, m, A, K], got shape {tuple(z.shape)}")
+    d = _delta_tensor(delta, z.shape[1], z)
+    # [B, m, A, 1, K] > [B, m, 1, A, K] + δ  → mean over the τ grid
+    wins = z.unsqueeze(3) > z.unsqueeze(2) + d.view(1, -1, 1, 1, 1)
+    return wins.to(z.dtype).mean(dim=-1)
+
+
+def dominance(z: torch.Tensor, theta: float, delta=0.0) -> torch.Tensor:
+    """Boolean ``[B, m, A, A]``: ``[b, k, i, j]`` when action i dominates action j on objective k."""
+    if not 0.5 < float(theta) <= 1.0:
+        raise ValueError(f"theta must be in (0.5, 1], got {theta!r}: below 0.5 two actions could dominate each other")
+    return quantile_dominance(z, delta) >= theta
+
+
+def _check(z: torch.Tensor, preorder: Preorder, valid_mask):
+    if z.dim() != 4:
+        raise ValueError(f"z must be [B, m, A, K], got shape {tuple(z.shape)}")
+    if z.shape[1] != preorder.m:
+        raise ValueError(f"z has {z.shape[1]} objectives but the preorder has {preorder.m} ({', '.join(preorder.objectives)})")
+    B, _, A, _ = z.shape
+    if valid_mask is None:
+        return torch.ones(B, A, dtype=torch.bool, device=z.device)
+    valid = torch.as_tensor(valid_mask, device=z.device)
+    if valid.dtype != torch.bool or valid.shape != (B, A):
+        raise ValueError(f"valid_mask must be a bool tensor of shape {(B, A)}, got {valid.dtype} {tuple(valid.shape)}")
+    return valid
+
+
+def level_subsets(z: torch.Tensor, preorder: Preorder, theta: float = 0.75, delta=0.0, valid_mask=None) -> list[torch.Tensor]:
+    """Candidate masks after each level of the preorder (see the module docstring).
+
+    :param z: quantiles ``[B, m, A, K]``, objectives in ``preorder.objectives`` order.
+    :param preorder: the precedence over objectives.
+    :param theta: QD threshold in (0.5, 1].
+    :param delta: margin δ_k, scalar or one per objective.
+    :param valid_mask: optional bool ``[B, A]``; invalid actions are never kept and dominate nothing.
+    :return: a list with one bool ``[B, A]`` mask per level; entry ``i`` is the candidate set after
+        levels ``0..i``. The last entry is the optimal subset.
+    """
+    cand = _check(z, preorder, valid_mask)
+    dom = dominance(z, theta, delta)  # [B, m, A, A]
+    means = z.mean(dim=-1)  # [B, m, A]
+    out = []
+    for level in preorder.level_indices:
+        idx = list(level)
+        d = dom[:, idx]  # [B, |L|, A, A]
+        beats = d.any(dim=1)  # beats[b, i, j]: i beats j on some objective of L
+        pareto = beats & ~beats.transpose(1, 2)  # i beats j and j beats i on none of L
+        pareto = pareto & cand.unsqueeze(2)  # only candidates can remove others
+        survivors = cand & ~pareto.any(dim=1)
+        # Fallback for a cycle that removed every candidate: keep the best mean sum over L.
+        score = means[:, idx].sum(dim=1).masked_fill(~cand, float("-inf"))
+        best = cand & (score == score.max(dim=1, keepdim=True).values)
+        empty = ~survivors.any(dim=1, keepdim=True)
+        cand = torch.where(empty, best, survivors)
+        out.append(cand)
+    return out
+
+
+def optimal_subset(z: torch.Tensor, preorder: Preorder, theta: float = 0.75, delta=0.0, valid_mask=None) -> torch.Tensor:
+    """The actions left non-dominated under the preorder: a bool mask ``[B, A]``.
+
+    Same arguments as :func:`level_subsets`; used both to act and in the Bellman target.
+    """
+    return level_subsets(z, preorder, theta, delta, valid_mask)[-1]

@@ -1,0 +1,251 @@
+"""Gymnasium wrappers for vector rewards and preorders.
+
+- :class:`VectorReward`: builds the reward vector from named ``info`` keys or a callable;
+- :class:`WithPreorder`: attaches a :class:`~morl.preorder.Preorder` checked against ``objectives``;
+- :class:`Scalarize`: a scalar reward by declared weights for SB3, the vector kept in
+  ``info["vector_reward"]`` (the MO-Gymnasium channel);
+- :class:`MOEpisodeStatistics`: per-objective episode returns and safety-event counts.
+
+An env with a vector reward has ``objectives`` (names, in vector order) and ``reward_space`` (a Box
+of shape ``(m,)``); every component is signed so that larger is better.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from morl.preorder import Preorder, PreorderError
+
+__all__ = ["EVENT_KEYS", "VectorReward", "WithPreorder", "Scalarize", "MOEpisodeStatistics", "vector_reward_of"]
+
+#: Safety-event keys that envs report in ``info`` (DESIGN.md): counted per episode.
+EVENT_KEYS = ("collision", "off_road", "red_light", "speeding", "success", "cost")
+
+
+def _objectives_of(env: gym.Env) -> tuple[str, ...]:
+    objectives = getattr(env.unwrapped, "objectives", None)
+    try:
+        objectives = env.get_wrapper_attr("objectives")
+    except AttributeError:
+        pass
+    if objectives is None:
+        raise AttributeError(f"{env} has no 'objectives': wrap it in morl.wrappers.VectorReward first")
+    return tuple(objectives)
+
+
+def vector_reward_of(reward, info: Mapping) -> np.ndarray:
+    """The reward vector of one step: ``reward`` itself when it is a vector, else ``info["vector_reward"]``."""
+    if np.ndim(reward) == 1:
+        return np.asarray(reward, dtype=np.float32)
+    if "vector_reward" not in info:
+        raise KeyError("the step gave a scalar reward and no info['vector_reward']: "
+                       "the env must return a vector reward or be wrapped in morl.wrappers.Scalarize")
+    return np.asarray(info["vector_reward"], dtype=np.float32)
+
+
+class VectorReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Replace the reward by a vector built from ``info`` keys or a callable.
+
+    :param env: the environment.
+    :param objectives: objective names, in vector order.
+    :param keys: for each objective, the ``info`` key holding its value, or ``(key, scale)`` to rescale
+        or flip its sign (events such as ``"collision"`` become ``("collision", -1.0)``). Missing keys
+        raise ``KeyError`` naming the key and the objective.
+    :param fn: alternatively ``fn(obs, reward, info) -> array-like of length m``.
+
+    >>> import gymnasium as gym
+    >>> env = VectorReward(gym.make("CartPole-v1"), objectives=("alive", "centred"),
+    ...                    fn=lambda obs, r, info: [r, -abs(obs[0])])
+    >>> env.objectives, env.reward_space.shape
+    (('alive', 'centred'), (2,))
+    >>> _ = env.reset(seed=0)
+    >>> r = env.step(0)[1]
+    >>> r.dtype, r.shape, float(r[0])
+    (dtype('float32'), (2,), 1.0)
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        objectives: Sequence[str],
+        keys: Mapping[str, str | tuple[str, float]] | None = None,
+        fn: Callable | None = None,
+    ):
+        gym.utils.RecordConstructorArgs.__init__(self, objectives=objectives, keys=keys, fn=fn)
+        super().__init__(env)
+        if isinstance(objectives, str) or not objectives:
+            raise ValueError(f"objectives must be a non-empty list of names, got {objectives!r}")
+        self.objectives = tuple(objectives)
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives {self.objectives} contain a duplicate name")
+        if (keys is None) == (fn is None):
+            raise ValueError("VectorReward needs exactly one of keys= or fn=")
+        if keys is not None:
+            missing = [o for o in self.objectives if o not in keys]
+            extra = [k for k in keys if k not in self.objectives]
+            if missing or extra:
+                raise ValueError(f"keys must name each objective once: missing {missing}, unknown {extra}")
+            self._keys = [(keys[o], 1.0) if isinstance(keys[o], str) else (keys[o][0], float(keys[o][1]))
+                          for o in self.objectives]
+        self._fn = fn
+        m = len(self.objectives)
+        self.reward_space = gym.spaces.Box(-np.inf, np.inf, shape=(m,), dtype=np.float32)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self._fn is not None:
+            vec = np.asarray(self._fn(obs, reward, info), dtype=np.float32).reshape(-1)
+            if vec.shape != (len(self.objectives),):
+                raise ValueError(f"VectorReward fn returned {vec.size} values for {len(self.objectives)} objectives")
+        else:
+            vec = np.empty(len(self.objectives), dtype=np.float32)
+            for i, (key, scale) in enumerate(self._keys):
+                if key not in info:
+                    raise KeyError(f"info has no key {key!r} for objective {self.objectives[i]!r} "
+                                   f"(info keys: {sorted(info)})")
+                vec[i] = scale * float(info[key])
+        return obs, vec, terminated, truncated, info
+
+
+class WithPreorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Attach a preorder over the env's objectives, reindexed to their vector order.
+
+    :param env: an env with ``objectives`` (a vector-reward env).
+    :param preorder: a :class:`Preorder` or anything :meth:`Preorder.parse` reads.
+
+    >>> import gymnasium as gym
+    >>> env = VectorReward(gym.make("CartPole-v1"), ("alive", "centred"), fn=lambda o, r, i: [r, -abs(o[0])])
+    >>> WithPreorder(env, "centred > alive").preorder
+    Preorder('centred > alive')
+    >>> WithPreorder(env, "centred > speed")
+    Traceback (most recent call last):
+    ...
+    morl.preorder.PreorderError: objective 'speed' is not among the objectives ('alive', 'centred')
+    """
+
+    def __init__(self, env: gym.Env, preorder):
+        gym.utils.RecordConstructorArgs.__init__(self, preorder=str(preorder))
+        super().__init__(env)
+        objectives = _objectives_of(env)
+        parsed = Preorder.parse(preorder)
+        for name in parsed.objectives:
+            if name not in objectives:
+                raise PreorderError(f"objective {name!r} is not among the objectives {objectives}")
+        self.preorder = parsed.reindexed(objectives)
+        self.objectives = objectives
+
+
+class Scalarize(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Give SB3 a scalar reward ``w · r``; keep the vector in ``info["vector_reward"]``.
+
+    SB3's ``Monitor``, ``VecNormalize``, ``EvalCallback`` and ``evaluate_policy`` then work unchanged,
+    and morl's buffers read the vector back from ``infos``.
+
+    :param env: a vector-reward env.
+    :param weights: one weight per objective, as a sequence in vector order or a mapping by name
+        (objectives missing from the mapping get weight 0).
+
+    >>> import gymnasium as gym
+    >>> env = VectorReward(gym.make("CartPole-v1"), ("alive", "centred"), fn=lambda o, r, i: [r, -1.0])
+    >>> env = Scalarize(env, {"alive": 1.0, "centred": 0.5})
+    >>> _ = env.reset(seed=0)
+    >>> _, r, _, _, info = env.step(0)
+    >>> r, info["vector_reward"].tolist()
+    (0.5, [1.0, -1.0])
+    """
+
+    def __init__(self, env: gym.Env, weights: Sequence[float] | Mapping[str, float]):
+        gym.utils.RecordConstructorArgs.__init__(self, weights=weights)
+        super().__init__(env)
+        objectives = _objectives_of(env)
+        if isinstance(weights, Mapping):
+            unknown = [k for k in weights if k not in objectives]
+            if unknown:
+                raise ValueError(f"Scalarize weight for unknown objective {unknown[0]!r} (objectives: {objectives})")
+            w = [float(weights.get(o, 0.0)) for o in objectives]
+        else:
+            w = [float(x) for x in weights]
+            if len(w) != len(objectives):
+                raise ValueError(f"Scalarize got {len(w)} weights for {len(objectives)} objectives {objectives}")
+        self.weights = np.asarray(w, dtype=np.float32)
+        if not np.all(np.isfinite(self.weights)):
+            raise ValueError(f"Scalarize weights must be finite, got {w}")
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        vec = np.asarray(reward, dtype=np.float32).reshape(-1)
+        info["vector_reward"] = vec
+        return obs, float(self.weights @ vec), terminated, truncated, info
+
+
+class MOEpisodeStatistics(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Per-objective episode statistics, written at the end of each episode.
+
+    ``info["mo_episode"]`` (and ``info["episode"]``, which an outer SB3 ``Monitor`` overwrites with its
+    scalar record) holds ``r`` (per-objective return), ``dr`` (discounted return), ``l`` (length),
+    ``t`` (seconds), the count of steps on which each event of :data:`EVENT_KEYS` was set
+    (``cost`` is summed), and the last ``route_completion`` when the env reports it. The vector is read
+    from the reward when it is a vector, else from ``info["vector_reward"]``.
+
+    :param env: a vector-reward env (inside or outside :class:`Scalarize`).
+    :param gamma: discount for ``dr``.
+
+    >>> import gymnasium as gym
+    >>> env = VectorReward(gym.make("CartPole-v1"), ("alive", "centred"), fn=lambda o, r, i: [r, -1.0])
+    >>> env = MOEpisodeStatistics(env, gamma=0.5)
+    >>> _ = env.reset(seed=0)
+    >>> done = False
+    >>> while not done:
+    ...     _, _, term, trunc, info = env.step(0)
+    ...     done = term or trunc
+    >>> ep = info["mo_episode"]
+    >>> int(ep["l"]), ep["r"].tolist(), round(float(ep["dr"][0]), 3)
+    (11, [11.0, -11.0], 1.999)
+    """
+
+    def __init__(self, env: gym.Env, gamma: float = 0.99):
+        gym.utils.RecordConstructorArgs.__init__(self, gamma=gamma)
+        super().__init__(env)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        self.gamma = float(gamma)
+        self._reset_stats()
+
+    def _reset_stats(self):
+        self._ret = None
+        self._dret = None
+        self._discount = 1.0
+        self._len = 0
+        self._events = dict.fromkeys(EVENT_KEYS, 0.0)
+        self._start = time.perf_counter()
+
+    def reset(self, **kwargs):
+        self._reset_stats()
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        vec = vector_reward_of(reward, info).astype(np.float64)
+        if self._ret is None:
+            self._ret = np.zeros_like(vec)
+            self._dret = np.zeros_like(vec)
+        self._ret += vec
+        self._dret += self._discount * vec
+        self._discount *= self.gamma
+        self._len += 1
+        for key in EVENT_KEYS:
+            value = info.get(key)
+            if value is not None:
+                self._events[key] += float(value) if key == "cost" else float(bool(value))
+        if terminated or truncated:
+            ep = {"r": self._ret.astype(np.float32), "dr": self._dret.astype(np.float32), "l": self._len,
+                  "t": round(time.perf_counter() - self._start, 6), **self._events}
+            if "route_completion" in info:
+                ep["route_completion"] = float(info["route_completion"])
+            info["mo_episode"] = ep
+            info["episode"] = ep
+        return obs, reward, terminated, truncated, info
