@@ -20,7 +20,8 @@ import numpy as np
 
 from morl.preorder import Preorder, PreorderError
 
-__all__ = ["EVENT_KEYS", "VectorReward", "WithPreorder", "Scalarize", "MOEpisodeStatistics", "vector_reward_of"]
+__all__ = ["EVENT_KEYS", "VectorReward", "WithPreorder", "Scalarize", "MOEpisodeStatistics", "DiscretizeAction",
+           "vector_reward_of"]
 
 #: Safety-event keys that envs report in ``info`` (DESIGN.md): counted per episode.
 EVENT_KEYS = ("collision", "off_road", "red_light", "speeding", "success", "cost")
@@ -249,3 +250,69 @@ class MOEpisodeStatistics(gym.Wrapper, gym.utils.RecordConstructorArgs):
             info["mo_episode"] = ep
             info["episode"] = ep
         return obs, reward, terminated, truncated, info
+
+
+class DiscretizeAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+    """Discrete actions for a Box-action env, so discrete agents (QD-IQN) run on continuous control.
+
+    Each dimension's ``[low, high]`` is cut into ``bins`` equal bins and an action picks bin centres.
+
+    - ``mode="product"``: one ``Discrete(bins ** d)`` index for the joint product of all dimensions
+      (dimension 0 varies slowest);
+    - ``mode="factorised"``: ``MultiDiscrete([bins] * d)``, one bin per dimension, for agents with one
+      head per dimension.
+
+    :param env: an env with a bounded ``Box`` action space.
+    :param bins: bins per dimension (≥ 2), an int or one per dimension.
+    :param mode: ``"product"`` or ``"factorised"``.
+
+    >>> import gymnasium as gym
+    >>> env = DiscretizeAction(gym.make("Pendulum-v1"), bins=5)
+    >>> env.action_space, env.action(4).tolist(), env.action(2).tolist()
+    (Discrete(5), [1.600000023841858], [0.0])
+    """
+
+    def __init__(self, env: gym.Env, bins: int | Sequence[int] = 3, mode: str = "product"):
+        gym.utils.RecordConstructorArgs.__init__(self, bins=bins, mode=mode)
+        super().__init__(env)
+        space = env.action_space
+        if not isinstance(space, gym.spaces.Box) or not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            raise ValueError(f"DiscretizeAction needs a bounded Box action space, got {space}")
+        low, high = space.low.reshape(-1).astype(np.float64), space.high.reshape(-1).astype(np.float64)
+        d = low.size
+        bins_arr = np.broadcast_to(np.asarray(bins), (d,)).astype(int) if np.ndim(bins) == 0 else np.asarray(bins, int)
+        if bins_arr.shape != (d,) or np.any(bins_arr < 2):
+            raise ValueError(f"bins must be an int >= 2 or {d} ints >= 2, got {bins!r}")
+        if mode not in ("product", "factorised"):
+            raise ValueError(f"mode must be 'product' or 'factorised', got {mode!r}")
+        self.mode, self.bins = mode, bins_arr
+        width = (high - low) / bins_arr
+        #: Bin centres per dimension.
+        self.centres = [(low[i] + (np.arange(bins_arr[i]) + 0.5) * width[i]).astype(space.dtype) for i in range(d)]
+        self._shape, self._dtype = space.shape, space.dtype
+        if mode == "product":
+            self.action_space = gym.spaces.Discrete(int(np.prod(bins_arr)))
+        else:
+            self.action_space = gym.spaces.MultiDiscrete(bins_arr)
+
+    def bin_indices(self, action) -> np.ndarray:
+        """Per-dimension bin indices of a discrete action."""
+        if self.mode == "product":
+            a = int(action)
+            if not 0 <= a < self.action_space.n:
+                raise ValueError(f"action {action!r} is outside Discrete({self.action_space.n})")
+            return np.array(np.unravel_index(a, tuple(self.bins)))
+        idx = np.asarray(action, dtype=int).reshape(-1)
+        if idx.shape != self.bins.shape or np.any(idx < 0) or np.any(idx >= self.bins):
+            raise ValueError(f"action {action!r} is outside MultiDiscrete({self.bins.tolist()})")
+        return idx
+
+    def action(self, action):
+        idx = self.bin_indices(action)
+        return np.array([c[i] for c, i in zip(self.centres, idx)], dtype=self._dtype).reshape(self._shape)
+
+    def discretize(self, continuous) -> int | np.ndarray:
+        """The discrete action whose bin holds each dimension of ``continuous`` (inverse at bin centres)."""
+        x = np.asarray(continuous, dtype=np.float64).reshape(-1)
+        idx = np.array([int(np.argmin(np.abs(c - v))) for c, v in zip(self.centres, x)])
+        return int(np.ravel_multi_index(tuple(idx), tuple(self.bins))) if self.mode == "product" else idx
