@@ -1,0 +1,189 @@
+"""CaRL PPO: large-minibatch PPO with a Beta policy (Jaeger et al. 2025, arXiv 2504.17838).
+
+Defaults are the authors' "Atari-style" settings (``shared/research/carl-driving.md`` §2.1):
+learning rate 2.5e-4 decayed linearly to 0, γ 0.99, λ 0.95, clip 0.1 with value clipping, entropy
+0.01, value 0.5, gradient norm 0.5, 3 epochs, normalised advantages, Adam ε 1e-5, and a Beta policy
+whose evaluation acts on the mean.
+
+What differs from SB3's ``PPO.train``:
+
+- value clipping is CleanRL's / CaRL's ``0.5 · max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²)``
+  (SB3 takes only the clipped term);
+- losses are accumulated on the device and read once per update, so a CUDA run does not
+  synchronise after every minibatch;
+- per-objective returns are logged (``rollout/vector_return/<objective>``) through
+  :class:`morl.buffers.MORolloutBuffer` whenever the env reports ``info["vector_reward"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.utils import explained_variance
+
+from agents.carl.policies import BetaPolicy
+from morl.buffers import MORolloutBuffer, VectorRewardCallback
+
+__all__ = ["CaRLPPO", "clipped_value_loss", "linear_schedule"]
+
+
+def clipped_value_loss(values: th.Tensor, old_values: th.Tensor, returns: th.Tensor, eps: float | None) -> th.Tensor:
+    """CaRL's / CleanRL's value loss ``0.5 · mean(max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²))``.
+
+    ``eps=None`` gives the unclipped ``0.5 · mean((V − R)²)``.
+    """
+    err = (values - returns) ** 2
+    if eps is not None:
+        clipped = old_values + th.clamp(values - old_values, -eps, eps)
+        err = th.max(err, (clipped - returns) ** 2)
+    return 0.5 * err.mean()
+
+
+class linear_schedule:  # noqa: N801 (a picklable callable used like a function)
+    """``lr(progress_remaining) = initial · progress_remaining``: linear decay to 0 over training."""
+
+    def __init__(self, initial: float):
+        self.initial = float(initial)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.initial * progress_remaining
+
+    def __repr__(self) -> str:
+        return f"linear_schedule({self.initial})"
+
+
+class CaRLPPO(PPO):
+    """PPO with CaRL's defaults and a Beta policy for ``Box`` actions.
+
+    :param policy: ``"BetaPolicy"`` (default for ``Box`` actions) or any SB3 PPO policy alias/class;
+        ``"MlpPolicy"`` maps to ``BetaPolicy`` for ``Box`` actions and to SB3's for discrete ones.
+    :param env: the environment (a VecEnv or anything SB3 accepts).
+    :param learning_rate: initial learning rate, decayed linearly to 0 (or an SB3 schedule).
+    :param n_steps: rollout steps per env; the rollout holds ``n_steps · n_envs`` samples.
+    :param batch_size: minibatch size (CaRL scales this to 16,384).
+    :param n_epochs: epochs per rollout (CaRL: 3).
+    :param clip_range: policy clip ε (CaRL: 0.1); value clipping uses the same ε unless
+        ``clip_range_vf`` is given; ``clip_range_vf=0`` turns value clipping off.
+    :param log_vector_returns: log per-objective returns from ``info["vector_reward"]`` (needs the env
+        to report it; turn off for envs that do not).
+    Other parameters are SB3 ``PPO``'s, with CaRL's defaults.
+    """
+
+    policy_aliases: ClassVar[dict[str, type]] = {
+        "BetaPolicy": BetaPolicy,
+        "MlpPolicy": ActorCriticPolicy,
+        "CnnPolicy": ActorCriticCnnPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type = "BetaPolicy",
+        env=None,
+        learning_rate=2.5e-4,
+        n_steps: int = 512,
+        batch_size: int = 1024,
+        n_epochs: int = 3,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float = 0.1,
+        clip_range_vf: float | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.01,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        log_vector_returns: bool = True,
+        policy_kwargs: dict[str, Any] | None = None,
+        rollout_buffer_class=None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        **kwargs,
+    ):
+        if env is not None and policy == "MlpPolicy" and isinstance(getattr(env, "action_space", None), spaces.Box):
+            policy = "BetaPolicy"
+        policy_kwargs = dict(policy_kwargs or {})
+        policy_kwargs.setdefault("optimizer_kwargs", {"eps": 1e-5})
+        if isinstance(learning_rate, (int, float)):
+            learning_rate = linear_schedule(learning_rate)
+        self.log_vector_returns = log_vector_returns
+        if rollout_buffer_class is None and log_vector_returns:
+            rollout_buffer_class = MORolloutBuffer
+        super().__init__(
+            policy, env, learning_rate=learning_rate, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs,
+            gamma=gamma, gae_lambda=gae_lambda, clip_range=clip_range,
+            clip_range_vf=clip_range if clip_range_vf is None else (clip_range_vf or None),
+            normalize_advantage=normalize_advantage, ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm,
+            policy_kwargs=policy_kwargs, rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs, **kwargs,
+        )
+
+    def _objective_names(self):
+        try:
+            return tuple(self.env.get_attr("objectives")[0])
+        except (AttributeError, IndexError):
+            return None
+
+    def learn(self, total_timesteps: int, callback=None, log_interval: int = 1, tb_log_name: str = "CaRLPPO",
+              reset_num_timesteps: bool = True, progress_bar: bool = False):
+        if isinstance(self.rollout_buffer, MORolloutBuffer):
+            vector_cb = VectorRewardCallback(objectives=self._objective_names())
+            callback = vector_cb if callback is None else CallbackList(
+                [vector_cb, *(callback if isinstance(callback, list) else [callback])])
+        return super().learn(total_timesteps, callback=callback, log_interval=log_interval, tb_log_name=tb_log_name,
+                             reset_num_timesteps=reset_num_timesteps, progress_bar=progress_bar)
+
+    def train(self) -> None:
+        """One PPO update over the rollout: ``n_epochs`` passes of minibatches of ``batch_size``."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        eps = self.clip_range(self._current_progress_remaining)
+        eps_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
+        device = self.device
+        sums = th.zeros(5, device=device)  # policy, value, entropy, clip fraction, approx KL
+        n_batches = 0
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            for batch in self.rollout_buffer.get(self.batch_size):
+                actions = batch.actions
+                if isinstance(self.action_space, spaces.Discrete):
+                    actions = actions.long().flatten()
+                values, log_prob, entropy = self.policy.evaluate_actions(batch.observations, actions)
+                values = values.flatten()
+                adv = batch.advantages
+                if self.normalize_advantage and len(adv) > 1:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                # Clipped surrogate objective (Schulman et al. 2017, eq. 7)
+                log_ratio = log_prob - batch.old_log_prob
+                ratio = th.exp(log_ratio)
+                policy_loss = -th.min(adv * ratio, adv * th.clamp(ratio, 1 - eps, 1 + eps)).mean()
+                value_loss = clipped_value_loss(values, batch.old_values, batch.returns, eps_vf)
+                entropy_loss = -th.mean(entropy) if entropy is not None else th.mean(log_prob)
+                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                with th.no_grad():
+                    approx_kl = th.mean((ratio - 1) - log_ratio)
+                    clip_frac = th.mean((th.abs(ratio - 1) > eps).float())
+                    sums += th.stack([policy_loss.detach(), value_loss.detach(), entropy_loss.detach(), clip_frac, approx_kl])
+                n_batches += 1
+                if self.target_kl is not None and approx_kl.item() > 1.5 * self.target_kl:
+                    continue_training = False
+                    break
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+            self._n_updates += 1
+            if not continue_training:
+                break
+        means = (sums / max(n_batches, 1)).cpu().numpy()
+        for key, value in zip(("policy_gradient_loss", "value_loss", "entropy_loss", "clip_fraction", "approx_kl"), means):
+            self.logger.record(f"train/{key}", float(value))
+        self.logger.record("train/explained_variance",
+                           explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()))
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", eps)
+        self.logger.record("train/learning_rate", self.policy.optimizer.param_groups[0]["lr"])
+

@@ -1,0 +1,91 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from agents.carl import CaRLReward
+
+BASE = {"speed": 10.0, "speed_limit": 12.0, "ttc_violation": False, "collision": False, "red_light": False,
+        "off_road": False, "carl_route_completion_delta": 2.0, "carl_outside_lanes_factor": 1.0,
+        "carl_ttc_factor": 1.0, "carl_comfort_factor": 1.0, "carl_lane_center_factor": 1.0,
+        "carl_hard_infraction": 0.0, "carl_terminal_penalty": 0.0}
+
+
+class Scripted(gym.Env):
+    """Replays a list of info overrides, one per step, with a 2-objective vector reward."""
+
+    observation_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+    action_space = gym.spaces.Discrete(1)
+
+    def __init__(self, script):
+        self.script = script
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        info = {**BASE, **self.script[self.t]}
+        self.t += 1
+        return np.zeros(1, np.float32), np.array([0.5, -0.5], np.float32), False, self.t >= len(self.script), info
+
+
+def rewards(script, **kwargs):
+    env = CaRLReward(Scripted(script), **kwargs)
+    env.reset()
+    out = []
+    for _ in script:
+        _, r, term, trunc, info = env.step(0)
+        out.append(r)
+        if term or trunc:
+            break
+    return out, term, info
+
+
+def test_no_penalty_pays_route_completion_and_keeps_vector():
+    r, term, info = rewards([{}] * 3)
+    assert r == [2.0, 2.0, 2.0] and not term
+    assert info["vector_reward"].tolist() == [0.5, -0.5]
+
+
+def test_soft_factors_multiply():
+    r, _, info = rewards([{"speed": 13.115, "carl_comfort_factor": 0.75, "carl_lane_center_factor": 0.5}])
+    # speeding factor 1 - (13.115 - 12) / 2.23 = 0.5
+    assert r[0] == pytest.approx(2.0 * 0.5 * 0.75 * 0.5)
+    assert info["carl_factors"]["speeding"] == pytest.approx(0.5)
+    r, _, _ = rewards([{"carl_outside_lanes_factor": 0.0}])
+    assert r == [0.0]
+    # switched off, a factor no longer applies
+    r, _, _ = rewards([{"speed": 30.0, "carl_outside_lanes_factor": 0.0}], speeding=False, outside_lanes=False)
+    assert r == [2.0]
+
+
+def test_ttc_penalty_is_held_for_the_given_steps():
+    script = [{"ttc_violation": True}] + [{}] * 4
+    r, _, _ = rewards(script, ttc_hold_steps=3)
+    assert r == [1.0, 1.0, 1.0, 2.0, 2.0]  # the violating step and the next two at 0.5
+    r, _, _ = rewards([{"carl_ttc_factor": 0.5}])  # default: the env's held factor
+    assert r == [1.0]
+
+
+def test_hard_infractions_terminate_with_penalty_only_for_collision_and_red_light():
+    r, term, _ = rewards([{}, {"collision": True, "carl_hard_infraction": 1.0}, {}])
+    assert term and r == [2.0, 2.0 - 1.0]
+    r, term, _ = rewards([{"red_light": True, "carl_hard_infraction": 1.0}])
+    assert term and r == [1.0]
+    r, term, _ = rewards([{"off_road": True, "carl_hard_infraction": 1.0}])
+    assert term and r == [2.0]  # off-road ends the episode with T = 0
+
+
+def test_missing_quantity_and_bad_parameters_are_named():
+    class Bare(Scripted):
+        def step(self, action):
+            return np.zeros(1, np.float32), 0.0, False, True, {}
+
+    env = CaRLReward(Bare([{}]))
+    env.reset()
+    with pytest.raises(KeyError, match="speed"):
+        env.step(0)
+    with pytest.raises(ValueError, match="ttc_factor"):
+        CaRLReward(Scripted([{}]), ttc_factor=2.0)
+    with pytest.raises(ValueError, match="ttc_hold_steps"):
+        CaRLReward(Scripted([{}]), ttc_hold_steps=0)
