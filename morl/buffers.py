@@ -1,0 +1,497 @@
+"""stable-baselines3 buffers that keep the reward vector.
+
+SB3 sees a scalar reward (a declared scalarisation, e.g. ``morl.wrappers.Scalarize``); the vector
+travels in ``info["vector_reward"]`` (the MO-Gymnasium channel, DESIGN.md). These buffers store it
+next to everything SB3 stores.
+
+- :class:`MOReplayBuffer`: off-policy. SB3 passes ``infos`` to ``ReplayBuffer.add``, so the vector is
+  read there. Use ``DQN(..., replay_buffer_class=MOReplayBuffer, replay_buffer_kwargs=dict(reward_dim=m))``.
+- :class:`MORolloutBuffer`: on-policy. SB3's ``RolloutBuffer.add`` gets no ``infos``; with an
+  unmodified SB3 algorithm add :class:`VectorRewardCallback`, whose ``_on_step`` runs after
+  ``env.step`` and before ``rollout_buffer.add`` and hands the step's ``infos`` to the buffer:
+  ``PPO(..., rollout_buffer_class=MORolloutBuffer).learn(n, callback=VectorRewardCallback())``.
+  Our own agents may instead pass ``vector_reward=`` (and per-objective ``vector_value=``) to ``add``.
+  Returns and advantages, scalar and per objective, come from the :func:`morl.stats.gae` kernel.
+
+Vector rewards are never normalised by ``VecNormalize`` (it only knows the scalar).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecNormalize
+
+from morl.stats import EpisodeStatistics, discounted_returns, episode_statistics, gae
+
+__all__ = [
+    "MOReplayBuffer",
+    "MOReplayBufferSamples",
+    "MORolloutBuffer",
+    "MORolloutBufferSamples",
+    "VectorRewardCallback",
+    "VectorRewardError",
+    "vector_rewards_from_infos",
+]
+
+
+class VectorRewardError(ValueError):
+    """A step's ``info`` has no usable ``"vector_reward"``."""
+
+
+def vector_rewards_from_infos(infos: Sequence[dict[str, Any]], n_envs: int, reward_dim: int | None = None) -> np.ndarray:
+    """
+    Stack ``info["vector_reward"]`` of every env of one vectorised step.
+
+    :param infos: the ``infos`` list of a ``VecEnv.step``
+    :param n_envs: number of envs expected
+    :param reward_dim: expected length m of each vector; ``None`` takes it from the first env
+    :return: float32 array of shape ``(n_envs, m)``
+    """
+    if len(infos) != n_envs:
+        raise VectorRewardError(f"expected infos for {n_envs} envs, got {len(infos)}")
+    rows = []
+    for i, info in enumerate(infos):
+        if "vector_reward" not in info:
+            raise VectorRewardError(
+                f"infos[{i}] (env index {i}) has no 'vector_reward': the env must be wrapped with "
+                "morl.wrappers.Scalarize (or be an env that sets info['vector_reward'])"
+            )
+        vec = np.asarray(info["vector_reward"], dtype=np.float32)
+        if vec.ndim != 1:
+            raise VectorRewardError(f"infos[{i}]['vector_reward'] must be a 1-D vector, got shape {vec.shape}")
+        if reward_dim is None:
+            reward_dim = vec.shape[0]
+        if vec.shape[0] != reward_dim:
+            raise VectorRewardError(f"infos[{i}]['vector_reward'] has length {vec.shape[0]}, expected reward_dim={reward_dim}")
+        rows.append(vec)
+    return np.stack(rows)
+
+
+def _check_reward_dim(reward_dim: int | None) -> int | None:
+    if reward_dim is not None and (int(reward_dim) != reward_dim or reward_dim < 1):
+        raise ValueError(f"reward_dim must be a positive integer or None, got {reward_dim!r}")
+    return None if reward_dim is None else int(reward_dim)
+
+
+# ----------------------------------------------------------------------------------------------
+# off-policy
+# ----------------------------------------------------------------------------------------------
+class MOReplayBufferSamples(NamedTuple):
+    """SB3's ``ReplayBufferSamples`` with vector rewards.
+
+    ``rewards`` is what the algorithm trains on: the vector ``(batch, m)`` by default, the scalar
+    ``(batch, 1)`` when the buffer was built with ``sample_scalar_rewards=True``. ``vector_rewards``
+    and ``scalar_rewards`` are always both there.
+    """
+
+    observations: th.Tensor
+    actions: th.Tensor
+    next_observations: th.Tensor
+    dones: th.Tensor
+    rewards: th.Tensor
+    discounts: th.Tensor | None = None
+    vector_rewards: th.Tensor | None = None
+    scalar_rewards: th.Tensor | None = None
+
+
+class MOReplayBuffer(ReplayBuffer):
+    """
+    Replay buffer that also keeps ``info["vector_reward"]``, shape ``(buffer_size, n_envs, m)``.
+
+    :param buffer_size: max number of transitions (over all envs)
+    :param observation_space: observation space
+    :param action_space: action space
+    :param device: torch device of the sampled tensors
+    :param n_envs: number of parallel envs
+    :param optimize_memory_usage: SB3's memory-efficient variant (next obs not stored twice)
+    :param handle_timeout_termination: keep timeouts apart from terminations, as SB3 does
+    :param reward_dim: m; ``None`` infers it at the first ``add``
+    :param sample_scalar_rewards: put the scalar reward in ``samples.rewards`` (for unmodified SB3
+        algorithms such as DQN, whose targets expect ``(batch, 1)``); the vector is still in
+        ``samples.vector_rewards``
+    """
+
+    vector_rewards: np.ndarray | None
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        reward_dim: int | None = None,
+        sample_scalar_rewards: bool = False,
+    ):
+        super().__init__(
+            buffer_size,
+            observation_space,
+            action_space,
+            device=device,
+            n_envs=n_envs,
+            optimize_memory_usage=optimize_memory_usage,
+            handle_timeout_termination=handle_timeout_termination,
+        )
+        self.reward_dim = _check_reward_dim(reward_dim)
+        self.sample_scalar_rewards = bool(sample_scalar_rewards)
+        self.vector_rewards = None
+        if self.reward_dim is not None:
+            self._allocate(self.reward_dim)
+
+    def _allocate(self, reward_dim: int) -> None:
+        self.reward_dim = reward_dim
+        self.vector_rewards = np.zeros((self.buffer_size, self.n_envs, reward_dim), dtype=np.float32)
+
+    def add(
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        # read (and validate) first, so a bad step leaves the buffer unchanged
+        vec = vector_rewards_from_infos(infos, self.n_envs, self.reward_dim)
+        if self.vector_rewards is None:
+            self._allocate(vec.shape[1])
+        pos = self.pos
+        super().add(obs, next_obs, action, reward, done, infos)
+        self.vector_rewards[pos] = vec  # type: ignore[index]
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> MOReplayBufferSamples:
+        if self.vector_rewards is None:
+            raise RuntimeError("MOReplayBuffer is empty: add transitions before sampling")
+        # one env per sampled row, drawn here because the vector must come from the same (step, env)
+        # as the scalar fields
+        env_inds = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        if self.optimize_memory_usage:
+            next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_inds]
+        else:
+            next_obs = self.next_observations[batch_inds, env_inds]
+        # a timeout is not a termination: the target still bootstraps (SB3 issue 284)
+        dones = self.dones[batch_inds, env_inds] * (1.0 - self.timeouts[batch_inds, env_inds])
+        scalar = self._normalize_reward(self.rewards[batch_inds, env_inds].reshape(-1, 1), env)
+        vector = self.to_torch(self.vector_rewards[batch_inds, env_inds])
+        scalar_t = self.to_torch(scalar)
+        return MOReplayBufferSamples(
+            observations=self.to_torch(self._normalize_obs(self.observations[batch_inds, env_inds], env)),
+            actions=self.to_torch(self.actions[batch_inds, env_inds]),
+            next_observations=self.to_torch(self._normalize_obs(next_obs, env)),
+            dones=self.to_torch(dones.reshape(-1, 1)),
+            rewards=scalar_t if self.sample_scalar_rewards else vector,
+            discounts=None,
+            vector_rewards=vector,
+            scalar_rewards=scalar_t,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# on-policy
+# ----------------------------------------------------------------------------------------------
+class MORolloutBufferSamples(NamedTuple):
+    """SB3's ``RolloutBufferSamples`` plus the per-objective fields, each ``(batch, m)``."""
+
+    observations: th.Tensor
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    vector_rewards: th.Tensor
+    vector_values: th.Tensor
+    vector_advantages: th.Tensor
+    vector_returns: th.Tensor
+
+
+_VECTOR_FIELDS = ("vector_rewards", "vector_values", "vector_advantages", "vector_returns")
+
+
+class MORolloutBuffer(RolloutBuffer):
+    """
+    Rollout buffer with vector rewards ``(T, n_envs, m)`` and per-objective GAE.
+
+    Both the scalar path (what SB3's PPO/A2C train on) and the vector path go through
+    :func:`morl.stats.gae`; the scalar one equals SB3's ``RolloutBuffer``.
+
+    Getting the vectors in: either pass ``vector_reward=`` (shape ``(n_envs, m)``) to :meth:`add`, or
+    call :meth:`stage_vector_rewards` with the step's ``infos`` before ``add`` (what
+    :class:`VectorRewardCallback` does for unmodified SB3 algorithms).
+
+    Per-objective values and truncation: with a per-objective critic, pass ``vector_value=`` to
+    ``add`` (or ``vector_values=`` to :meth:`stage_vector_rewards`), ``last_vector_values=`` to
+    :meth:`compute_returns_and_advantage` and, on truncated steps, ``truncation_values=V(terminal_obs)``
+    to :meth:`stage_vector_rewards` (it adds ``gamma * V(terminal_obs)`` to the vector reward, as SB3
+    does for the scalar); ``vector_advantages`` / ``vector_returns`` are then GAE(lambda) and the
+    TD(lambda) return per objective. Without one (plain PPO + callback: no per-objective value was
+    ever given in the rollout) the per-objective values are zero, and GAE(lambda) with zero values
+    would weight rewards by ``(gamma * lambda) ** k``; so ``vector_returns`` is then the plain
+    discounted reward-to-go (:func:`morl.stats.discounted_returns`), cut at episode ends, at
+    truncations (nothing to bootstrap with) and at the end of the rollout (unless
+    ``last_vector_values`` is given), and ``vector_advantages`` equals it (``G - 0``).
+
+    :param buffer_size: steps per env in a rollout (``n_steps``)
+    :param observation_space: observation space
+    :param action_space: action space
+    :param device: torch device of the sampled tensors
+    :param gae_lambda: GAE lambda
+    :param gamma: discount factor
+    :param n_envs: number of parallel envs
+    :param reward_dim: m; ``None`` infers it from the first vector reward
+    """
+
+    vector_rewards: np.ndarray
+    vector_values: np.ndarray
+    vector_advantages: np.ndarray
+    vector_returns: np.ndarray
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        gae_lambda: float = 1,
+        gamma: float = 0.99,
+        n_envs: int = 1,
+        reward_dim: int | None = None,
+    ):
+        # set before super().__init__, which calls reset()
+        self.reward_dim = _check_reward_dim(reward_dim)
+        super().__init__(
+            buffer_size, observation_space, action_space, device, gae_lambda=gae_lambda, gamma=gamma, n_envs=n_envs
+        )
+
+    def reset(self) -> None:
+        super().reset()
+        self._staged_reward: np.ndarray | None = None
+        self._staged_value: np.ndarray | None = None
+        self._has_vector_values = False
+        self.last_dones: np.ndarray | None = None
+        self._flat: dict[str, np.ndarray] = {}
+        if self.reward_dim is not None:
+            self._allocate(self.reward_dim)
+
+    def _allocate(self, reward_dim: int) -> None:
+        self.reward_dim = reward_dim
+        shape = (self.buffer_size, self.n_envs, reward_dim)
+        for name in _VECTOR_FIELDS:
+            setattr(self, name, np.zeros(shape, dtype=np.float32))
+
+    def _as_vector(self, name: str, x) -> np.ndarray:
+        arr = x.detach().cpu().numpy() if isinstance(x, th.Tensor) else np.asarray(x)
+        arr = np.asarray(arr, dtype=np.float32)
+        if self.reward_dim is None:
+            if arr.ndim != 2 or arr.shape[0] != self.n_envs:
+                raise ValueError(f"{name} must have shape (n_envs, m) = ({self.n_envs}, m), got {arr.shape}")
+            self._allocate(arr.shape[1])
+        if arr.shape != (self.n_envs, self.reward_dim):
+            raise ValueError(f"{name} must have shape (n_envs, m) = ({self.n_envs}, {self.reward_dim}), got {arr.shape}")
+        return arr
+
+    def stage_vector_rewards(
+        self,
+        infos: Sequence[dict[str, Any]],
+        vector_values: np.ndarray | th.Tensor | None = None,
+        truncation_values: np.ndarray | th.Tensor | None = None,
+    ) -> None:
+        """
+        Hold the vector rewards of the coming :meth:`add` (read from ``infos[i]["vector_reward"]``).
+
+        :param infos: the ``infos`` of the ``VecEnv.step`` whose transition is added next
+        :param vector_values: optional per-objective values of the observations of that step, ``(n_envs, m)``
+        :param truncation_values: optional ``V(terminal_obs)`` per objective, ``(n_envs, m)``, nonzero
+            only on envs whose episode was truncated at that step; ``gamma *`` it is added to the reward
+        """
+        vec = vector_rewards_from_infos(infos, self.n_envs, self.reward_dim)
+        vec = self._as_vector("vector_reward", vec)
+        if truncation_values is not None:
+            vec = vec + np.float32(self.gamma) * self._as_vector("truncation_values", truncation_values)
+        self._staged_reward = vec
+        self._staged_value = None if vector_values is None else self._as_vector("vector_values", vector_values)
+
+    def add(
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        episode_start: np.ndarray,
+        value: th.Tensor,
+        log_prob: th.Tensor,
+        vector_reward: np.ndarray | th.Tensor | None = None,
+        vector_value: np.ndarray | th.Tensor | None = None,
+    ) -> None:
+        """
+        SB3's ``RolloutBuffer.add`` plus the vector reward (and optional per-objective value).
+
+        :param vector_reward: ``(n_envs, m)``; ``None`` takes the one staged by :meth:`stage_vector_rewards`
+        :param vector_value: ``(n_envs, m)`` per-objective values; ``None`` takes the staged ones, else zeros
+        """
+        if vector_reward is None:
+            if self._staged_reward is None:
+                raise RuntimeError(
+                    f"MORolloutBuffer.add got no vector reward for step {self.pos}: pass vector_reward=..., "
+                    "or train the SB3 algorithm with callback=morl.buffers.VectorRewardCallback()"
+                )
+            vec = self._staged_reward
+        else:
+            vec = self._as_vector("vector_reward", vector_reward)
+        if vector_value is not None:
+            val = self._as_vector("vector_value", vector_value)
+        else:
+            val = self._staged_value
+        pos = self.pos
+        super().add(obs, action, reward, episode_start, value, log_prob)
+        self.vector_rewards[pos] = vec
+        if val is None:
+            self.vector_values[pos] = 0.0
+        else:
+            self.vector_values[pos] = val
+            self._has_vector_values = True
+        self._staged_reward = None
+        self._staged_value = None
+
+    def compute_returns_and_advantage(
+        self, last_values: th.Tensor, dones: np.ndarray, last_vector_values: np.ndarray | th.Tensor | None = None
+    ) -> None:
+        """
+        GAE and TD(lambda) returns, scalar (SB3's fields) and per objective (``vector_*`` fields).
+
+        :param last_values: scalar value of the observation after the rollout, one per env
+        :param dones: whether the last step of the rollout ended an episode, one per env
+        :param last_vector_values: per-objective values of that observation, ``(n_envs, m)``; zeros if ``None``
+        """
+        last = last_values.detach().cpu().numpy().reshape(self.n_envs, 1).astype(np.float32)
+        dones = np.asarray(dones).reshape(self.n_envs)
+        self.last_dones = dones.astype(bool)
+        # scalar path: m = 1 views of SB3's (T, n_envs) arrays, results written in place
+        gae(
+            self.rewards[..., None],
+            self.values[..., None],
+            self.episode_starts,
+            last,
+            dones,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            out=(self.advantages[..., None], self.returns[..., None]),
+        )
+        if self.reward_dim is None:
+            return  # no vector was ever added (empty rollout)
+        if last_vector_values is None:
+            last_vec = np.zeros((self.n_envs, self.reward_dim), dtype=np.float32)
+        else:
+            last_vec = self._as_vector("last_vector_values", last_vector_values)
+        if self._has_vector_values:
+            gae(
+                self.vector_rewards,
+                self.vector_values,
+                self.episode_starts,
+                last_vec,
+                dones,
+                gamma=self.gamma,
+                gae_lambda=self.gae_lambda,
+                out=(self.vector_advantages, self.vector_returns),
+            )
+        else:
+            # no per-objective critic: Monte-Carlo return inside the rollout, advantage G - 0
+            self.vector_returns[:] = discounted_returns(
+                self.vector_rewards, self.episode_starts, dones, gamma=self.gamma, last_values=last_vec
+            )
+            self.vector_advantages[:] = self.vector_returns
+
+    def mean_vector_return(self) -> np.ndarray:
+        """Per-objective mean of ``vector_returns`` over the rollout's (step, env) cells, shape ``(m,)``, for logging."""
+        if self.reward_dim is None:
+            raise RuntimeError("MORolloutBuffer holds no vector rewards yet")
+        return self.vector_returns.mean(axis=(0, 1), dtype=np.float64)
+
+    def rollout_episode_statistics(self, gamma: float = 1.0, carry=None) -> EpisodeStatistics:
+        """
+        Vector returns of the episodes that ended in this rollout (see :func:`morl.stats.episode_statistics`).
+
+        Call after :meth:`compute_returns_and_advantage` (it needs the last ``dones``). Pass the
+        previous call's ``carry`` so that episodes spanning rollouts are counted whole.
+        """
+        if self.reward_dim is None or self.last_dones is None:
+            raise RuntimeError("call compute_returns_and_advantage before rollout_episode_statistics")
+        # SB3 stores episode starts; step t ended an episode when step t + 1 starts one
+        dones = np.empty((self.buffer_size, self.n_envs), dtype=bool)
+        dones[:-1] = self.episode_starts[1:] != 0
+        dones[-1] = self.last_dones
+        return episode_statistics(self.vector_rewards, dones, gamma=gamma, carry=carry)
+
+    def get(self, batch_size: int | None = None) -> Generator[MORolloutBufferSamples, None, None]:
+        if not self.generator_ready:
+            # flattened copies for sampling; the (T, n_envs, m) arrays stay as they are for logging
+            self._flat = {name: self.swap_and_flatten(getattr(self, name)) for name in _VECTOR_FIELDS}
+        yield from super().get(batch_size)  # type: ignore[misc]
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> MORolloutBufferSamples:
+        base = super()._get_samples(batch_inds, env)
+        extra = tuple(self.to_torch(self._flat[name][batch_inds]) for name in _VECTOR_FIELDS)
+        return MORolloutBufferSamples(*base, *extra)
+
+
+class VectorRewardCallback(BaseCallback):
+    """
+    Feed ``info["vector_reward"]`` to a :class:`MORolloutBuffer` under an unmodified SB3 algorithm.
+
+    SB3's ``collect_rollouts`` calls ``callback.on_step()`` after ``env.step`` and before
+    ``rollout_buffer.add``, with the step's ``infos`` in ``self.locals``; this callback stages them in
+    the buffer. At the end of each rollout it logs, per objective,
+
+    - ``rollout/vector_return/<objective>``: the mean of ``vector_returns`` over the rollout's
+      (step, env) cells (:meth:`MORolloutBuffer.mean_vector_return`);
+    - ``rollout/ep_vector_return/<objective>``: the mean undiscounted return of the episodes that
+      ended in the rollout, counted whole across rollouts (a carry is kept), when any ended.
+
+    :param objectives: names for the logged keys (default ``0, 1, ...``)
+    :param verbose: verbosity
+    """
+
+    def __init__(self, objectives: Sequence[str] | None = None, verbose: int = 0):
+        super().__init__(verbose)
+        self.objectives = None if objectives is None else tuple(objectives)
+        self._carry = None
+
+    def _buffer(self) -> MORolloutBuffer:
+        buffer = getattr(self.model, "rollout_buffer", None)
+        if not isinstance(buffer, MORolloutBuffer):
+            raise TypeError(
+                "VectorRewardCallback needs an on-policy algorithm built with rollout_buffer_class=MORolloutBuffer, "
+                f"got rollout_buffer={type(buffer).__name__}"
+            )
+        return buffer
+
+    def _on_training_start(self) -> None:
+        self._buffer()
+        self._carry = None
+
+    def _on_step(self) -> bool:
+        self._buffer().stage_vector_rewards(self.locals["infos"])
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buffer = self._buffer()
+        if buffer.reward_dim is None:
+            return
+        means = buffer.mean_vector_return()
+        names = self.objectives or tuple(str(j) for j in range(len(means)))
+        if len(names) != len(means):
+            raise ValueError(f"objectives has {len(names)} names but the reward vector has {len(means)} components")
+        for name, value in zip(names, means):
+            self.logger.record(f"rollout/vector_return/{name}", float(value))
+        stats = buffer.rollout_episode_statistics(carry=self._carry)
+        self._carry = stats.carry
+        if len(stats.lengths):
+            for name, value in zip(names, stats.returns.mean(axis=0)):
+                self.logger.record(f"rollout/ep_vector_return/{name}", float(value))
