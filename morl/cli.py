@@ -1,0 +1,135 @@
+"""The ``morl`` command line: ``train``, ``eval``, ``plot`` and ``sweep``.
+
+::
+
+    morl train CONFIG [--set key.path=value ...] [--run-dir DIR]
+    morl train --resume RUN_DIR [--set train.total_timesteps=N ...]
+    morl eval RUN_DIR [--episodes N] [--stochastic]
+    morl plot RUN_DIR... [--out DIR]
+    morl sweep CONFIG [--seeds N] [--grid key=v1,v2 ...] [--backend local|ray] [--address ADDR] [--set ...]
+
+A bad config prints one line ``error: <file>: <field.path>: <problem>`` and exits with status 2,
+without a traceback and without creating a run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from morl.config import ConfigError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="morl", description="Multi-objective and preordered RL experiments.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an agent from a YAML config, or resume a run")
+    t.add_argument("config", nargs="?", help="YAML experiment config")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. agent.learning_rate=1e-4 (repeatable)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    t.add_argument("--run-dir", help="write the run here instead of <output.root>/<name>/<timestamp>")
+    t.add_argument("--no-eval", action="store_true", help="skip evaluation and plots after training")
+
+    e = sub.add_parser("eval", help="evaluate a trained run; writes eval.json and plots/")
+    e.add_argument("run_dir")
+    e.add_argument("--episodes", type=int, help="number of episodes (default: the config's eval.episodes)")
+    e.add_argument("--stochastic", action="store_true", help="sample actions instead of acting greedily")
+
+    pl = sub.add_parser("plot", help="plot one run, or compare several (grouped by agent name)")
+    pl.add_argument("run_dirs", nargs="+")
+    pl.add_argument("--out", help="output folder (default: RUN_DIR/plots for one run, ./plots for several)")
+
+    s = sub.add_parser("sweep", help="run seeds x grid points locally or on Ray")
+    s.add_argument("config")
+    s.add_argument("--seeds", type=int, help="number of seeds (default: the config's sweep.seeds)")
+    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="grid axis (repeatable)")
+    s.add_argument("--backend", choices=("local", "ray"))
+    s.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    s.add_argument("--max-workers", type=int)
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--out", help="sweep folder (default: <output.root>/<name>/sweep-<timestamp>)")
+    return p
+
+
+def _train(args) -> int:
+    from morl import experiment
+    from morl.config import load_config
+
+    if args.resume:
+        if args.config:
+            raise ConfigError(args.config, "<command line>", "give either CONFIG or --resume RUN_DIR, not both")
+        run_dir = experiment.resume(args.resume, args.overrides, evaluate_after=not args.no_eval)
+    else:
+        if not args.config:
+            raise ConfigError("<command line>", "config", "missing: give a YAML config or --resume RUN_DIR")
+        cfg = load_config(args.config, args.overrides)
+        run_dir = experiment.train(cfg, run_dir=args.run_dir, source=args.config, evaluate_after=not args.no_eval)
+    print(run_dir)
+    return 0
+
+
+def _eval(args) -> int:
+    from morl import experiment
+
+    result = experiment.evaluate(args.run_dir, episodes=args.episodes, deterministic=False if args.stochastic else None)
+    width = max(len(k) for k in result["metrics"])
+    for name, m in result["metrics"].items():
+        print(f"{name:<{width}}  {m['value']:.4g}  [{m['lo']:.4g}, {m['hi']:.4g}]")
+    return 0
+
+
+def _plot(args) -> int:
+    from morl import plots
+
+    dirs = [Path(d) for d in args.run_dirs]
+    for d in dirs:
+        if not (d / "eval.json").exists():
+            raise ConfigError(str(d), "eval.json", "not found: run `morl eval` on it first")
+    if len(dirs) == 1:
+        made = plots.plot_run(dirs[0], args.out)
+    else:
+        groups: dict[str, list[Path]] = {}
+        for d in dirs:
+            groups.setdefault(json.loads((d / "eval.json").read_text())["agent"], []).append(d)
+        made = plots.compare_runs(groups, args.out or "plots")
+    for path in made:
+        print(path)
+    return 0
+
+
+def _sweep(args) -> int:
+    from morl.config import load_config
+    from morl.sweep import parse_grid, run_sweep
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        grid = parse_grid(args.grid)
+    except ValueError as exc:
+        raise ConfigError(args.config, "--grid", str(exc)) from None
+    out = run_sweep(cfg, seeds=args.seeds, grid=grid, backend=args.backend, address=args.address,
+                    max_workers=args.max_workers, sweep_dir=args.out, source=args.config)
+    print(out)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"train": _train, "eval": _eval, "plot": _plot, "sweep": _sweep}[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

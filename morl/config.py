@@ -1,0 +1,385 @@
+"""The YAML experiment schema, validated with pydantic v2.
+
+A config file describes one experiment (and optionally a sweep of it)::
+
+    name: highway_qdiqn                 # defaults to the file's stem
+    env:
+      id: morl/Highway-v0               # or scenario: highway (batched make_vec), or factory: "pkg.mod:fn"
+      kwargs: {action_type: discrete}
+      wrappers: [{name: "gymnasium.wrappers:ClipAction"}]
+      preorder: "safety > rules > progress, comfort"   # or levels [[safety], [rules], ...]
+      weights: {progress: 1.0, safety: 10.0}           # scalarisation that SB3 sees (default: ones)
+      gamma: 0.99                                      # for discounted per-objective returns
+    agent:
+      name: QDIQN                       # looked up in `agents`, then SB3 / sb3-contrib
+      policy: MlpPolicy
+      learning_rate: 1.0e-4             # every other key is a constructor argument (or under kwargs:)
+    train: {total_timesteps: 100000, seed: 0, n_envs: 4, device: auto, checkpoint_every: 10000}
+    eval: {episodes: 20, deterministic: true, seeds: null}
+    output: {root: runs}
+    sweep: {seeds: 3, grid: {agent.name: [QDIQN, IQN]}, backend: local}
+    # or, when the agents need different arguments, sweep whole sections:
+    #   grid: {agent: [{name: QDIQN, n_quantiles: 32}, {name: IQN, n_quantiles: 32}]}
+
+:func:`load_config` reads a file, applies ``--set key.path=value`` overrides and validates. Every
+problem raises :class:`ConfigError` with the message ``"<file>: <field.path>: <problem>"``; nothing is
+written to disk before validation passes.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from morl import registry
+from morl.preorder import Preorder, PreorderError
+
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "EnvConfig",
+    "AgentConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "OutputConfig",
+    "SweepConfig",
+    "load_config",
+    "config_from_dict",
+    "apply_overrides",
+    "parse_value",
+    "dump_config",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid experiment config. The message is ``"<file>: <field.path>: <problem>"``."""
+
+    def __init__(self, source: str, path: str, problem: str):
+        self.source, self.path, self.problem = source, path, problem
+        super().__init__(f"{source}: {path}: {problem}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WrapperSpec(_Strict):
+    """A Gymnasium wrapper applied right after the env is made (before the preorder/scalarisation)."""
+
+    name: str = Field(description="'package.module:Class', or a class name in morl.wrappers or gymnasium.wrappers")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class EnvConfig(_Strict):
+    id: str | None = None
+    scenario: str | None = None
+    factory: str | None = None
+    make_vec: str = "envs.driving:make_vec"
+    imports: list[str] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    wrappers: list[WrapperSpec] = Field(default_factory=list)
+    preorder: str | list[str | list[str]] | dict[str, Any] | None = None
+    weights: list[float] | dict[str, float] | None = None
+    gamma: float = Field(0.99, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [k for k in ("id", "scenario", "factory") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of id, scenario, factory (got {given or 'none'})")
+        return self
+
+
+class AgentConfig(BaseModel):
+    """``name`` and ``policy``; every other key is a constructor argument of the agent class."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str
+    policy: str | None = "MlpPolicy"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten_kwargs(cls, data):
+        # `kwargs: {...}` and top-level keys are the same thing; keep one flat form (SB3-zoo style).
+        if isinstance(data, dict) and "kwargs" in data:
+            data = dict(data)
+            kwargs = data.pop("kwargs") or {}
+            if not isinstance(kwargs, dict):
+                raise ValueError("agent.kwargs must be a mapping")
+            data = {**kwargs, **data}
+        return data
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(_Strict):
+    total_timesteps: int = Field(gt=0)
+    seed: int = 0
+    n_envs: int = Field(1, ge=1)
+    vec_env: Literal["dummy", "subproc"] = "dummy"
+    device: str = "auto"
+    checkpoint_every: int | None = Field(None, gt=0)
+    progress_bar: bool | None = None  # None: show one when stderr is a terminal
+    log_interval: int | None = Field(None, ge=1)  # SB3's learn(log_interval): episodes (off-policy) or iterations
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "auto" and not (v == "cpu" or v.startswith("cuda") or v == "mps"):
+            raise ValueError(f"device must be auto, cpu, cuda[:N] or mps, got {v!r}")
+        return v
+
+
+class EvalConfig(_Strict):
+    episodes: int = Field(10, ge=1)
+    deterministic: bool = True
+    seeds: list[int] | None = None  # default: 10_000 + i, disjoint from training seeds
+    bootstrap_reps: int = Field(2000, ge=100)
+
+
+class OutputConfig(_Strict):
+    root: str = "runs"
+
+
+class SweepConfig(_Strict):
+    seeds: int | list[int] = 1
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None
+    max_workers: int | None = Field(None, ge=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"seeds must be >= 1, got {v}")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {v}")
+        return v
+
+    def seed_list(self, base: int = 0) -> list[int]:
+        return list(range(base, base + self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    env: EnvConfig
+    agent: AgentConfig
+    train: TrainConfig
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    sweep: SweepConfig | None = None
+
+    def preorder(self) -> Preorder | None:
+        return None if self.env.preorder is None else Preorder.parse(self.env.preorder)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Overrides
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: YAML scalars and lists, plus floats YAML 1.1 misses (``1e-4``)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def apply_overrides(data: dict, overrides, source: str = "<config>") -> dict:
+    """Return a copy of ``data`` with each ``"a.b.c=value"`` (or ``(path, value)``) applied.
+
+    Grid keys such as ``agent.name`` use the same paths; missing intermediate mappings are created
+    (validation then reports a key that does not exist in the schema).
+    """
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if isinstance(item, str):
+            if "=" not in item:
+                raise ConfigError(source, item, "an override must look like key.path=value")
+            path, text = item.split("=", 1)
+            value = parse_value(text)
+        else:
+            path, value = item
+        keys = path.strip().split(".")
+        if not all(keys):
+            raise ConfigError(source, path, "empty key in override path")
+        node = out
+        for i, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(source, ".".join(keys[: i + 1]), f"is a {type(child).__name__}, cannot set {path}")
+            node = child
+        node[keys[-1]] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def _pydantic_problem(err: dict) -> tuple[str, str]:
+    loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return loc, "unknown key"
+    if kind == "missing":
+        return loc, "required key is missing"
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    got = err.get("input")
+    if kind not in ("value_error",) and not isinstance(got, dict):
+        msg = f"{msg} (got {got!r})"
+    return loc, msg
+
+
+def config_from_dict(data: dict, source: str = "<config>") -> ExperimentConfig:
+    """Validate a config mapping: schema, then agent, env id/factory, preorder and weights by name."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, "<root>", f"the file must hold a mapping, got {type(data).__name__}")
+    try:
+        cfg = ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        # Report the first problem only: one clear message beats a wall of follow-on errors.
+        errors = exc.errors(include_url=False)
+        path, problem = _pydantic_problem(errors[0])
+        if len(errors) > 1:
+            problem += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        raise ConfigError(source, path, problem) from None
+    _check_names(cfg, source)
+    return cfg
+
+
+def _check_names(cfg: ExperimentConfig, source: str) -> None:
+    try:
+        cls = registry.resolve_agent(cfg.agent.name)
+    except KeyError as exc:
+        raise ConfigError(source, "agent.name", exc.args[0]) from None
+    params, var_kw = registry.agent_parameters(cls)
+    if not var_kw:
+        for key in cfg.agent.kwargs:
+            if key not in params:
+                raise ConfigError(source, f"agent.{key}", f"unknown argument of {cls.__name__}")
+    env = cfg.env
+    try:
+        for module in env.imports:
+            importlib.import_module(module)
+        if env.id is not None:
+            registry.ensure_env_id(env.id, tuple(env.imports))
+    except KeyError as exc:
+        raise ConfigError(source, "env.id", exc.args[0]) from None
+    except ImportError as exc:
+        raise ConfigError(source, "env.imports", f"cannot import: {exc}") from None
+    try:
+        if env.factory is not None:
+            registry.import_callable(env.factory)
+    except ValueError as exc:
+        raise ConfigError(source, "env.factory", str(exc)) from None
+    for i, spec in enumerate(env.wrappers):
+        try:
+            resolve_wrapper(spec.name)
+        except ValueError as exc:
+            raise ConfigError(source, f"env.wrappers.{i}.name", str(exc)) from None
+    preorder = None
+    if env.preorder is not None:
+        try:
+            preorder = Preorder.parse(env.preorder)
+        except PreorderError as exc:
+            raise ConfigError(source, "env.preorder", str(exc)) from None
+    if isinstance(env.weights, dict) and preorder is not None:
+        for name in env.weights:
+            if name not in preorder.objectives:
+                raise ConfigError(source, f"env.weights.{name}",
+                                  f"unknown objective (objectives: {', '.join(preorder.objectives)})")
+    if cfg.sweep is not None:
+        for key in cfg.sweep.grid:
+            if not cfg.sweep.grid[key]:
+                raise ConfigError(source, f"sweep.grid.{key}", "needs at least one value")
+            if key.split(".")[0] == "sweep":
+                raise ConfigError(source, f"sweep.grid.{key}", "cannot sweep over the sweep section")
+
+
+def resolve_wrapper(name: str):
+    """A wrapper class from ``"pkg.mod:Class"`` or a bare name in ``morl.wrappers`` / ``gymnasium.wrappers``."""
+    if ":" in name:
+        return registry.import_callable(name)
+    import gymnasium.wrappers
+
+    from morl import wrappers as morl_wrappers
+
+    for module in (morl_wrappers, gymnasium.wrappers):
+        obj = getattr(module, name, None)
+        if obj is not None:
+            return obj
+    raise ValueError(f"unknown wrapper {name!r} (give 'package.module:Class' or a name in morl.wrappers / gymnasium.wrappers)")
+
+
+def check_objectives(cfg: ExperimentConfig, objectives, source: str) -> None:
+    """Check the config's preorder and weights against the env's objective names."""
+    objectives = tuple(objectives)
+    preorder = cfg.preorder()
+    if preorder is not None:
+        for name in preorder.objectives:
+            if name not in objectives:
+                raise ConfigError(source, "env.preorder",
+                                  f"unknown objective {name!r} (the env's objectives: {', '.join(objectives)})")
+        for name in objectives:
+            if name not in preorder.objectives:
+                raise ConfigError(source, "env.preorder",
+                                  f"objective {name!r} of the env is missing from the preorder")
+    weights = cfg.env.weights
+    if isinstance(weights, dict):
+        for name in weights:
+            if name not in objectives:
+                raise ConfigError(source, f"env.weights.{name}",
+                                  f"unknown objective (the env's objectives: {', '.join(objectives)})")
+    elif weights is not None and len(weights) != len(objectives):
+        raise ConfigError(source, "env.weights", f"has {len(weights)} entries for {len(objectives)} objectives "
+                                                 f"({', '.join(objectives)})")
+
+
+def load_config(path, overrides=()) -> ExperimentConfig:
+    """Read, override and validate a YAML config file.
+
+    :param path: the YAML file.
+    :param overrides: ``"key.path=value"`` strings (the CLI's ``--set``), applied before validation.
+    :raises ConfigError: naming the file, the field path and the problem.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(source, "<file>", f"cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "<file>"
+        raise ConfigError(source, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if isinstance(data, dict):
+        data.setdefault("name", Path(path).stem)
+    data = apply_overrides(data, overrides, source)
+    return config_from_dict(data, source)
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML (what a run directory's ``config.yaml`` holds)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=False), sort_keys=False)

@@ -1,0 +1,480 @@
+"""Config -> environment + agent -> train -> evaluate -> run directory.
+
+A run directory holds::
+
+    config.yaml        the resolved config (what ``--resume`` and ``morl eval`` read back)
+    model.zip          the final model
+    checkpoints/       ckpt_<steps>.zip, buffer_<steps>.pkl (off-policy, latest only), state.json
+    progress.csv, tb/  SB3 logger output (CSV and TensorBoard), plus per-objective episode returns
+    eval.json          per-episode objective returns and safety events, and their metrics
+    plots/             figures (see :mod:`morl.plots`)
+
+Environments are built as ``gym.make(id)`` (or ``factory(**kwargs)``) -> config wrappers ->
+``WithPreorder`` -> ``Scalarize`` -> ``MOEpisodeStatistics`` -> ``Monitor`` -> ``DummyVecEnv`` /
+``SubprocVecEnv``; a batched simulator (``env.scenario``) comes from its own ``make_vec``.
+Everything that can be checked is checked before the run directory is created.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import os
+import sys
+import time
+import warnings
+from collections import deque
+from functools import partial
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger, make_output_format
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
+
+from morl import registry
+from morl.config import ConfigError, ExperimentConfig, apply_overrides, check_objectives, config_from_dict, dump_config, resolve_wrapper
+from morl.metrics import episode_metrics
+from morl.preorder import PreorderError
+from morl.wrappers import EVENT_KEYS, MOEpisodeStatistics, Scalarize, WithPreorder
+
+__all__ = ["make_env", "make_vec_env", "env_objectives", "check_config", "build_agent", "train", "resume", "evaluate",
+           "load_run_config", "AtomicCheckpoint", "EVAL_SEED_BASE"]
+
+#: Evaluation seeds default to EVAL_SEED_BASE + i, far from training seeds.
+EVAL_SEED_BASE = 10_000
+
+
+# ---------------------------------------------------------------------------------------------------
+# Environments
+
+
+def _base_env(cfg: ExperimentConfig) -> gym.Env:
+    """The vector-reward env with the config's own wrappers, before preorder and scalarisation."""
+    e = cfg.env
+    if e.factory is not None:
+        env = registry.import_callable(e.factory)(**e.kwargs)
+    else:
+        registry.ensure_env_id(e.id, tuple(e.imports))
+        # The passive checker insists on scalar rewards; vector rewards are our convention.
+        env = gym.make(e.id, disable_env_checker=True, **e.kwargs)
+    for spec in e.wrappers:
+        env = resolve_wrapper(spec.name)(env, **spec.kwargs)
+    return env
+
+
+def make_env(cfg: ExperimentConfig, monitor: bool = False) -> gym.Env:
+    """One (non-batched) environment with the config's wrappers, preorder, scalarisation and statistics."""
+    e = cfg.env
+    env = _base_env(cfg)
+    if e.preorder is not None:
+        env = WithPreorder(env, e.preorder)
+    objectives = env.get_wrapper_attr("objectives")
+    env = Scalarize(env, e.weights if e.weights is not None else [1.0] * len(objectives))
+    env = MOEpisodeStatistics(env, gamma=e.gamma)
+    return Monitor(env) if monitor else env
+
+
+def _env_fn(cfg_data: dict, monitor: bool) -> gym.Env:
+    # Module-level and fed a plain dict so SubprocVecEnv can pickle it.
+    return make_env(config_from_dict(cfg_data), monitor=monitor)
+
+
+def make_vec_env(cfg: ExperimentConfig, n_envs: int, seed: int | None, monitor: bool = True) -> VecEnv:
+    """``n_envs`` environments as an SB3 VecEnv, seeded with ``seed, seed + 1, ...``."""
+    if cfg.env.scenario is not None:
+        make = registry.import_callable(cfg.env.make_vec)
+        kwargs = dict(cfg.env.kwargs)
+        if cfg.env.preorder is not None:
+            kwargs["preorder"] = str(cfg.preorder())
+        weights = cfg.env.weights
+        if isinstance(weights, dict):  # by name -> in the simulator's objective order (0 when not named)
+            probe = make(cfg.env.scenario, 1, seed=None, **kwargs)
+            weights = [float(weights.get(o, 0.0)) for o in env_objectives(probe)]
+            probe.close()
+        venv = make(cfg.env.scenario, n_envs, seed=seed, scalarization=weights, **kwargs)
+        if monitor:  # SB3's episode statistics (ep_rew_mean), as Monitor gives the single envs
+            venv = VecMonitor(venv)
+    else:
+        data = cfg.model_dump(mode="json")
+        fns = [partial(_env_fn, data, monitor) for _ in range(n_envs)]
+        venv = SubprocVecEnv(fns) if cfg.train.vec_env == "subproc" and n_envs > 1 else DummyVecEnv(fns)
+    if seed is not None:
+        venv.seed(seed)
+    return venv
+
+
+def env_objectives(env) -> tuple[str, ...]:
+    """Objective names of a gym env or a VecEnv."""
+    if isinstance(env, VecEnv):
+        obj = getattr(env, "objectives", None)
+        return tuple(obj) if obj is not None else tuple(env.get_attr("objectives")[0])
+    return tuple(env.get_wrapper_attr("objectives"))
+
+
+def check_config(cfg: ExperimentConfig, source: str) -> tuple[str, ...]:
+    """Build one env to check the config against it; any failure becomes a ConfigError."""
+    def build(fn):
+        try:
+            return fn(cfg)
+        except PreorderError as exc:
+            raise ConfigError(source, "env.preorder", str(exc)) from None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise ConfigError(source, "env", f"building the environment failed: {exc}") from None
+
+    if cfg.env.scenario is not None:
+        env = build(lambda c: make_vec_env(c, 1, seed=None, monitor=False))
+        objectives = env_objectives(env)
+        env.close()
+        check_objectives(cfg, objectives, source)
+        return objectives
+    env = build(_base_env)  # objectives first, so a mismatch is reported against the config's fields
+    objectives = env_objectives(env)
+    env.close()
+    check_objectives(cfg, objectives, source)
+    build(make_env).close()
+    return objectives
+
+
+# ---------------------------------------------------------------------------------------------------
+# Agents and callbacks
+
+
+def build_agent(cfg: ExperimentConfig, env: VecEnv, source: str = "<config>"):
+    """Instantiate the configured agent on ``env`` (seed, device and preorder passed when accepted)."""
+    cls = registry.resolve_agent(cfg.agent.name)
+    params, var_kw = registry.agent_parameters(cls)
+    kwargs = copy.deepcopy(cfg.agent.kwargs)  # SB3 adds entries to policy_kwargs (A2C: optimizer_class)
+    accepts = lambda name: name in params or var_kw  # noqa: E731
+    if "policy" in params and "policy" not in kwargs and cfg.agent.policy is not None:
+        kwargs["policy"] = cfg.agent.policy
+    for key, value in (("seed", cfg.train.seed), ("device", cfg.train.device), ("verbose", 0)):
+        if accepts(key):
+            kwargs.setdefault(key, value)
+    if cfg.env.preorder is not None and "preorder" in params:
+        kwargs.setdefault("preorder", cfg.preorder())
+    try:
+        return cls(env=env, **kwargs)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ConfigError(source, "agent", f"{cls.__name__}(...) failed: {exc}") from None
+
+
+class AtomicCheckpoint(BaseCallback):
+    """Save model, replay buffer (off-policy) and counters every ``every`` steps, atomically.
+
+    Each file is written to a temporary name and moved into place with ``os.replace``; ``state.json``
+    is written last and names the newest complete checkpoint, so an interruption at any moment leaves
+    the previous checkpoint usable.
+
+    :param directory: the ``checkpoints/`` folder.
+    :param every: steps between checkpoints (counted in env steps over all envs); checkpoints fall on
+        the first rollout boundary after each multiple.
+    """
+
+    def __init__(self, directory: Path, every: int | None):
+        super().__init__()
+        self.directory = Path(directory)
+        self.every = every
+        self._last = 0
+
+    def _on_training_start(self) -> None:
+        self._last = self.model.num_timesteps
+
+    def _on_rollout_start(self) -> None:
+        # At a rollout's start every collected transition is stored and every update done, so the
+        # model, buffer and counter agree (inside _on_step SB3 has not stored the step's transition yet).
+        if self.every and self.model.num_timesteps - self._last >= self.every:
+            self.save()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def save(self) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        steps = int(self.model.num_timesteps)
+        self._last = steps
+        model_path = self.directory / f"ckpt_{steps}.zip"
+        buf = io.BytesIO()
+        self.model.save(buf)
+        _atomic_write(model_path, buf.getvalue())
+        state = {"num_timesteps": steps, "model": model_path.name, "buffer": None,
+                 "episodes": int(getattr(self.model, "_episode_num", 0)), "time": time.time()}
+        if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
+            buf = io.BytesIO()
+            self.model.save_replay_buffer(buf)
+            state["buffer"] = f"buffer_{steps}.pkl"
+            _atomic_write(self.directory / state["buffer"], buf.getvalue())
+        old = read_checkpoint_state(self.directory.parent)
+        _atomic_write(self.directory / "state.json", json.dumps(state, indent=1).encode())
+        # Only the newest replay buffer is kept: buffers are large and only the last one resumes.
+        if old and old.get("buffer") and old["buffer"] != state["buffer"]:
+            (self.directory / old["buffer"]).unlink(missing_ok=True)
+        return model_path
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_checkpoint_state(run_dir) -> dict | None:
+    path = Path(run_dir) / "checkpoints" / "state.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class ObjectiveLogger(BaseCallback):
+    """Logs the mean per-objective episode return (last 100 episodes) as ``rollout/return_<objective>``.
+
+    :param objectives: objective names.
+    :param accumulate: sum ``info["vector_reward"]`` per env here (batched simulators without
+        ``MOEpisodeStatistics``) instead of reading ``info["mo_episode"]``.
+    """
+
+    def __init__(self, objectives, window: int = 100, accumulate: bool = False):
+        super().__init__()
+        self.objectives = tuple(objectives)
+        self.returns: deque = deque(maxlen=window)
+        self.accumulate = accumulate
+        self._sums = None
+
+    def _on_step(self) -> bool:
+        new = False
+        infos = self.locals.get("infos", ())
+        if self.accumulate:
+            vec = np.stack([np.asarray(info["vector_reward"], dtype=float) for info in infos])
+            self._sums = vec if self._sums is None else self._sums + vec
+            for i in np.flatnonzero(self.locals["dones"]):
+                self.returns.append(self._sums[i].copy())
+                self._sums[i] = 0.0
+                new = True
+        for info in () if self.accumulate else infos:
+            ep = info.get("mo_episode")
+            if ep is not None:
+                self.returns.append(np.asarray(ep["r"], dtype=float))
+                new = True
+        if new:
+            mean = np.mean(self.returns, axis=0)
+            for name, value in zip(self.objectives, mean):
+                self.logger.record(f"rollout/return_{name}", float(value))
+        return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+
+
+def _new_run_dir(cfg: ExperimentConfig) -> Path:
+    base = Path(cfg.output.root) / cfg.name
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir, i = base / stamp, 1
+    while run_dir.exists():
+        run_dir, i = base / f"{stamp}-{i}", i + 1
+    return run_dir
+
+
+def _show_progress(cfg: ExperimentConfig) -> bool:
+    return sys.stderr.isatty() if cfg.train.progress_bar is None else cfg.train.progress_bar
+
+
+def _logger(run_dir: Path) -> Logger:
+    return Logger(str(run_dir), [make_output_format("csv", str(run_dir)),
+                                 make_output_format("tensorboard", str(run_dir / "tb"))])
+
+
+def train(cfg: ExperimentConfig, run_dir=None, source: str = "<config>", callbacks=(), evaluate_after: bool = True) -> Path:
+    """Train the configured agent and write a run directory; returns its path.
+
+    :param cfg: a validated config.
+    :param run_dir: where to write (default ``<output.root>/<name>/<timestamp>``); must not exist yet
+        or be empty.
+    :param source: the config's file name, for error messages.
+    :param callbacks: extra SB3 callbacks.
+    :param evaluate_after: evaluate and plot when training ends.
+    :raises ConfigError: before anything is written, when the config does not fit the env or agent.
+    """
+    objectives = check_config(cfg, source)
+    venv = make_vec_env(cfg, cfg.train.n_envs, seed=cfg.train.seed)
+    model = build_agent(cfg, venv, source)
+    run_dir = Path(run_dir) if run_dir is not None else _new_run_dir(cfg)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(f"run directory {run_dir} exists and is not empty (use --resume to continue it)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    _learn(cfg, model, run_dir, objectives, cfg.train.total_timesteps, callbacks)
+    venv.close()
+    if evaluate_after:
+        evaluate(run_dir)
+    return run_dir
+
+
+def _learn(cfg, model, run_dir: Path, objectives, steps: int, callbacks, reset: bool = True) -> None:
+    model.set_logger(_logger(run_dir))
+    ckpt = AtomicCheckpoint(run_dir / "checkpoints", cfg.train.checkpoint_every)
+    cbs = CallbackList([ckpt, ObjectiveLogger(objectives, accumulate=cfg.env.scenario is not None), *callbacks])
+    extra = {"log_interval": cfg.train.log_interval} if cfg.train.log_interval else {}
+    model.learn(steps, callback=cbs, reset_num_timesteps=reset, progress_bar=_show_progress(cfg), **extra)
+    model.logger.close()
+    if cfg.train.checkpoint_every:
+        ckpt.save()
+    buf = io.BytesIO()
+    model.save(buf)
+    _atomic_write(run_dir / "model.zip", buf.getvalue())
+
+
+def load_run_config(run_dir, overrides=()) -> ExperimentConfig:
+    """The resolved config of a run directory, with ``--set`` overrides applied."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise ConfigError(str(path), "<file>", "not found: is this a run directory?")
+    data = apply_overrides(yaml.safe_load(path.read_text()), overrides, str(path))
+    return config_from_dict(data, str(path))
+
+
+def resume(run_dir, overrides=(), callbacks=(), evaluate_after: bool = True) -> Path:
+    """Continue a run from its newest checkpoint up to ``train.total_timesteps``.
+
+    The timestep counter continues (``learn(..., reset_num_timesteps=False)``); ``progress.csv`` keeps
+    the rows up to the checkpoint and appends the new ones. ``overrides`` may raise the total.
+    """
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir, overrides)
+    source = str(run_dir / "config.yaml")
+    state = read_checkpoint_state(run_dir)
+    cls = registry.resolve_agent(cfg.agent.name)
+    if state is not None:
+        model_path = run_dir / "checkpoints" / state["model"]
+    elif (run_dir / "model.zip").exists():
+        # A finished run trained without checkpoints: continue from its final model (no replay buffer).
+        warnings.warn(f"{run_dir} has no checkpoint; resuming from model.zip without its replay buffer", stacklevel=2)
+        model_path, state = run_dir / "model.zip", {}
+    else:
+        raise ConfigError(source, "train.checkpoint_every", f"{run_dir} has no checkpoint to resume from")
+    objectives = check_config(cfg, source)
+    venv = make_vec_env(cfg, cfg.train.n_envs, seed=None)
+    model = cls.load(model_path, env=venv, device=cfg.train.device)
+    done = int(model.num_timesteps)
+    venv.seed(cfg.train.seed + done)  # fresh episodes, not a replay of the first segment's
+    if state.get("buffer"):
+        model.load_replay_buffer(run_dir / "checkpoints" / state["buffer"])
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    old_rows = _read_progress(run_dir / "progress.csv", max_steps=done)
+    remaining = cfg.train.total_timesteps - done
+    if remaining > 0:
+        _learn(cfg, model, run_dir, objectives, remaining, callbacks, reset=False)
+        _merge_progress(run_dir / "progress.csv", old_rows)
+    venv.close()
+    if evaluate_after:
+        evaluate(run_dir)
+    return run_dir
+
+
+def _read_progress(path: Path, max_steps: int | None = None) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if max_steps is not None:
+        rows = [r for r in rows if not r.get("time/total_timesteps") or float(r["time/total_timesteps"]) <= max_steps]
+    return rows
+
+
+def _merge_progress(path: Path, old_rows: list[dict]) -> None:
+    rows = old_rows + _read_progress(path)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(run_dir, episodes: int | None = None, deterministic: bool | None = None, plots: bool = True,
+             progress: bool | None = None) -> dict:
+    """Run evaluation episodes with fixed seeds; write ``eval.json`` (and ``plots/``); return its content.
+
+    Each episode record holds ``seed``, ``returns`` and ``discounted_returns`` per objective,
+    ``length``, ``events`` (steps on which each event of :data:`morl.wrappers.EVENT_KEYS` was set,
+    ``cost`` summed), ``route_completion`` (last value, if reported) and ``distance_km`` (from a
+    cumulative ``info["distance"]`` in metres, if reported).
+    """
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    n = episodes if episodes is not None else cfg.eval.episodes
+    seeds = list(cfg.eval.seeds) if cfg.eval.seeds else []
+    seeds = (seeds + [EVAL_SEED_BASE + i for i in range(len(seeds), n)])[:n]
+    det = cfg.eval.deterministic if deterministic is None else deterministic
+    venv = make_vec_env(cfg, 1, seed=None, monitor=False)
+    objectives = env_objectives(venv)
+    model = registry.resolve_agent(cfg.agent.name).load(run_dir / "model.zip", env=venv, device=cfg.train.device)
+    show = sys.stderr.isatty() if progress is None else progress
+    records = []
+    from tqdm.auto import tqdm
+
+    for seed in tqdm(seeds, desc="eval", unit="ep", disable=not show):
+        records.append(_run_episode(model, venv, seed, det, objectives, cfg.env.gamma))
+    venv.close()
+    result = {
+        "run_dir": str(run_dir), "agent": cfg.agent.name, "env": cfg.env.id or cfg.env.scenario or cfg.env.factory,
+        "objectives": list(objectives), "preorder": None if cfg.env.preorder is None else str(cfg.preorder()),
+        "deterministic": det, "num_timesteps": int(model.num_timesteps), "episodes": records,
+        "metrics": episode_metrics(records, objectives, reps=cfg.eval.bootstrap_reps, seed=0),
+    }
+    _atomic_write(run_dir / "eval.json", json.dumps(result, indent=1).encode())
+    if plots:
+        from morl.plots import plot_run
+
+        plot_run(run_dir)
+    return result
+
+
+def _run_episode(model, venv: VecEnv, seed: int, deterministic: bool, objectives, gamma: float) -> dict:
+    venv.seed(seed)
+    obs = venv.reset()
+    m = len(objectives)
+    ret, dret, disc, length = np.zeros(m), np.zeros(m), 1.0, 0
+    events = dict.fromkeys(EVENT_KEYS, 0.0)
+    seen: set[str] = set()  # only events the env reports are recorded: absent is not "zero"
+    state, start = None, np.ones(1, dtype=bool)
+    while True:
+        action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
+        obs, _, dones, infos = venv.step(action)
+        info, start = infos[0], dones
+        # Accumulated here too, so batched simulators without MOEpisodeStatistics are measured alike.
+        vec = np.asarray(info["vector_reward"], dtype=float)
+        ret += vec
+        dret += disc * vec
+        disc *= gamma
+        length += 1
+        for key in EVENT_KEYS:
+            if info.get(key) is not None:
+                seen.add(key)
+                events[key] += float(info[key]) if key == "cost" else float(bool(info[key]))
+        if dones[0]:
+            break
+    ep = info.get("mo_episode")
+    if ep is not None:  # the wrapper's record is authoritative where it exists
+        ret, dret, length = np.asarray(ep["r"], float), np.asarray(ep["dr"], float), int(ep["l"])
+        events = {k: float(ep.get(k, events[k])) for k in EVENT_KEYS}
+    events = {k: v for k, v in events.items() if k in seen}
+    rec = {"seed": seed, "returns": dict(zip(objectives, map(float, ret))),
+           "discounted_returns": dict(zip(objectives, map(float, dret))), "length": length, "events": events}
+    if "route_completion" in info:
+        rec["route_completion"] = float(info["route_completion"])
+    if "distance" in info:
+        rec["distance_km"] = float(info["distance"]) / 1000.0
+    return rec

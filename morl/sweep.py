@@ -1,0 +1,244 @@
+"""Many runs: seeds x grid points, on a local process pool (default) or Ray Tune.
+
+``morl sweep CONFIG --seeds N --grid agent.name=QDIQN,IQN`` writes::
+
+    <output.root>/<name>/sweep-<timestamp>/
+        runs/<group>/seed<k>/   one ordinary run directory per (grid point, seed)
+        summary.csv             one row per run: group, seed, grid values, metric point estimates
+        summary_groups.csv      per group: each metric's mean over seeds and 95 % bootstrap interval
+        comparison.json         lexicographic comparison of every pair of groups (when a preorder is set)
+        plots/                  safety comparison, learning curves, return distributions, Pareto scatter
+
+Both backends run the same :func:`run_one` on the same run specifications, one process per run with
+one torch thread, so the same seeds give the same summary whichever backend ran them. The summary is
+built from the run directories afterwards, not from values the workers send back.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from morl.config import ConfigError, ExperimentConfig, apply_overrides, config_from_dict, parse_value
+from morl.metrics import aggregate_runs, lexicographic_compare
+
+__all__ = ["expand", "run_one", "run_sweep", "summarize", "parse_grid"]
+
+
+def parse_grid(items) -> dict[str, list]:
+    """``["agent.name=QDIQN,IQN", "agent.learning_rate=1e-4,3e-4"]`` -> ``{key: [values]}``."""
+    grid = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ValueError(f"--grid {item!r} must look like key.path=v1,v2")
+        key, values = item.split("=", 1)
+        grid[key.strip()] = [parse_value(v) for v in values.split(",")]
+    return grid
+
+
+def _short(value) -> str:
+    # A whole section swept at once (grid: {agent: [{name: QDIQN, ...}, {name: IQN, ...}]}) is named by its name.
+    if isinstance(value, dict) and "name" in value:
+        return str(value["name"])
+    return str(value)
+
+
+def _label(params: dict) -> str:
+    if not params:
+        return ""
+    if len(params) == 1:
+        return _short(next(iter(params.values())))
+    return ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in params.items())
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text) or "run"
+
+
+def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>") -> list[dict]:
+    """Run specifications for every (grid point, seed), each validated.
+
+    :param cfg: the base config; its ``sweep`` section gives defaults for ``seeds`` and ``grid``.
+    :param seeds: a count (seeds ``train.seed .. train.seed + n - 1``) or a list of seeds.
+    :param grid: ``{key.path: [values]}``, merged over the config's grid.
+    :return: dicts with ``group``, ``seed``, ``params`` and ``config`` (a plain mapping).
+    """
+    sweep = cfg.sweep
+    seeds = seeds if seeds is not None else (sweep.seeds if sweep is not None else 1)
+    seed_list = list(range(cfg.train.seed, cfg.train.seed + seeds)) if isinstance(seeds, int) else list(seeds)
+    full_grid = dict(sweep.grid) if sweep is not None else {}
+    full_grid.update(grid or {})
+    base = cfg.model_dump(mode="json")
+    base["sweep"] = None
+    keys = list(full_grid)
+    specs = []
+    for values in itertools.product(*(full_grid[k] for k in keys)):
+        params = dict(zip(keys, values))
+        group = _label(params) or cfg.agent.name
+        for seed in seed_list:
+            try:
+                data = apply_overrides(base, [*params.items(), ("train.seed", seed)], source)
+                run_cfg = config_from_dict(data, source)
+            except ConfigError as exc:
+                where = ", ".join(f"{k}={v}" for k, v in params.items())
+                raise ConfigError(source, exc.path, f"{exc.problem} (grid point {where})") from None
+            specs.append({"group": group, "seed": seed, "params": params, "config": run_cfg.model_dump(mode="json")})
+    return specs
+
+
+def run_one(spec: dict) -> str:
+    """Train and evaluate one run in this process; returns its run directory."""
+    import torch
+
+    from morl.experiment import train
+
+    torch.set_num_threads(1)  # several runs share the cores, and one thread keeps runs reproducible
+    cfg = config_from_dict(spec["config"])
+    cfg.train.progress_bar = False
+    return str(train(cfg, run_dir=spec["run_dir"]))
+
+
+def _run_local(specs: list[dict], max_workers: int | None, show: bool) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    workers = max_workers or min(len(specs), os.cpu_count() or 1)
+    # Not fork: a forked torch process can deadlock on thread pools the parent already started. A
+    # forkserver that has imported torch and SB3 (but run nothing) forks clean workers without paying
+    # the ~3 s import per run that spawn would.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "stable_baselines3", "morl.experiment"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(run_one, s) for s in specs]
+        for fut in tqdm(as_completed(futures), total=len(futures), desc="sweep", unit="run", disable=not show):
+            fut.result()
+
+
+def _tune_trainable(config: dict) -> None:
+    from ray import tune
+
+    tune.report({"run_dir": run_one(config["spec"]), "done": 1})
+
+
+def _run_ray(specs: list[dict], sweep_dir: Path, address: str | None, max_workers: int | None) -> None:
+    import ray
+    from ray import tune
+
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            # A local instance; workers must find this package even when it is not installed.
+            root = str(Path(__file__).resolve().parents[1])
+            path = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            ray.init(num_cpus=max_workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": path}})
+        started = True
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(_tune_trainable, {"cpu": 1}),
+            param_space={"spec": tune.grid_search(specs)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_workers),
+            run_config=tune.RunConfig(name="tune", storage_path=str((sweep_dir / "ray").resolve()), verbose=0),
+        )
+        results = tuner.fit()
+        errors = [r.error for r in results if r.error is not None]
+        if errors:
+            raise RuntimeError(f"{len(errors)} Ray trial(s) failed; first: {errors[0]}")
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_sweep(cfg: ExperimentConfig, seeds=None, grid=None, backend: str | None = None, address: str | None = None,
+              max_workers: int | None = None, sweep_dir=None, source: str = "<config>", progress: bool | None = None) -> Path:
+    """Run every (grid point, seed), then write the summary and comparison plots; returns the sweep folder."""
+    import sys
+
+    from morl.experiment import check_config
+
+    sweep = cfg.sweep
+    backend = backend or (sweep.backend if sweep is not None else "local")
+    address = address or (sweep.address if sweep is not None else None)
+    max_workers = max_workers or (sweep.max_workers if sweep is not None else None)
+    if backend not in ("local", "ray"):
+        raise ConfigError(source, "sweep.backend", f"must be local or ray, got {backend!r}")
+    specs = expand(cfg, seeds, grid, source)
+    checked = set()
+    for spec in specs:  # every grid point must fit its env before anything is written
+        key = json.dumps(spec["params"], sort_keys=True, default=str)
+        if key not in checked:
+            check_config(config_from_dict(spec["config"], source), source)
+            checked.add(key)
+    if sweep_dir is None:
+        sweep_dir = Path(cfg.output.root) / cfg.name / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep_dir = Path(sweep_dir).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=False)
+    for spec in specs:
+        spec["run_dir"] = str(sweep_dir / "runs" / _slug(spec["group"]) / f"seed{spec['seed']}")
+    show = sys.stderr.isatty() if progress is None else progress
+    if backend == "local":
+        _run_local(specs, max_workers, show)
+    else:
+        _run_ray(specs, sweep_dir, address, max_workers)
+    summarize(sweep_dir, specs, preorder=cfg.env.preorder)
+    return sweep_dir
+
+
+def summarize(sweep_dir, specs: list[dict], preorder=None, reps: int = 2000) -> Path:
+    """Write ``summary.csv``, ``summary_groups.csv``, ``comparison.json`` and ``plots/`` from the run directories."""
+    from morl.plots import compare_runs
+
+    sweep_dir = Path(sweep_dir)
+    rows, groups, evals = [], {}, {}
+    param_keys = list(dict.fromkeys(k for s in specs for k in s["params"]))
+    for spec in specs:
+        run_dir = Path(spec["run_dir"])
+        ev = json.loads((run_dir / "eval.json").read_text())
+        groups.setdefault(spec["group"], []).append(run_dir)
+        evals.setdefault(spec["group"], []).append(ev)
+        row = {"run": str(run_dir.relative_to(sweep_dir)), "group": spec["group"], "seed": spec["seed"],
+               **{k: spec["params"].get(k, "") for k in param_keys}, "num_timesteps": ev["num_timesteps"]}
+        row.update({k: v["value"] for k, v in ev["metrics"].items()})
+        rows.append(row)
+    _write_csv(sweep_dir / "summary.csv", rows)
+    group_rows = []
+    for g, es in evals.items():
+        names = [k for k in es[0]["metrics"] if all(k in e["metrics"] for e in es)]
+        row = {"group": g, "runs": len(es)}
+        for k in names:
+            agg = aggregate_runs([e["metrics"][k]["value"] for e in es], reps=reps)
+            row.update({k: agg["value"], f"{k} lo": agg["lo"], f"{k} hi": agg["hi"]})
+        group_rows.append(row)
+    _write_csv(sweep_dir / "summary_groups.csv", group_rows)
+    if preorder is not None and len(evals) > 1:
+        comparisons = []
+        for ga, gb in itertools.combinations(evals, 2):
+            objectives = evals[ga][0]["objectives"]
+            a = np.array([[ep["returns"][o] for o in objectives] for e in evals[ga] for ep in e["episodes"]])
+            b = np.array([[ep["returns"][o] for o in objectives] for e in evals[gb] for ep in e["episodes"]])
+            res = lexicographic_compare(a, b, preorder, objectives=objectives, reps=reps)
+            winner = {"a": ga, "b": gb}.get(res.winner, res.winner)
+            comparisons.append({"a": ga, "b": gb, "winner": winner, "decided_by": list(res.decided_by),
+                                "diffs": {k: list(v) for k, v in res.diffs.items()}})
+        (sweep_dir / "comparison.json").write_text(json.dumps(comparisons, indent=1))
+    compare_runs(groups, sweep_dir / "plots", reps=reps)
+    return sweep_dir / "summary.csv"
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in r.items()})

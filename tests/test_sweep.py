@@ -1,0 +1,79 @@
+"""Sweeps: expansion of seeds x grid, and the local and Ray backends giving the same summary."""
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+
+from morl import cli
+from morl.config import ConfigError, load_config
+from morl.sweep import expand, parse_grid, run_sweep
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_sweep.yaml"
+FAST = ["train.total_timesteps=64", "eval.episodes=2"]
+
+
+def test_parse_grid():
+    assert parse_grid(["agent.name=PPO,A2C", "agent.learning_rate=1e-4,3e-4"]) == {
+        "agent.name": ["PPO", "A2C"], "agent.learning_rate": [1e-4, 3e-4]}
+    with pytest.raises(ValueError, match="key.path=v1,v2"):
+        parse_grid(["agent.name"])
+
+
+def test_expand_seeds_times_grid():
+    cfg = load_config(CONFIG, ["train.seed=5"])
+    specs = expand(cfg)  # from the config's sweep section: seeds 2, grid agent.name [PPO, A2C]
+    assert [(s["group"], s["seed"]) for s in specs] == [("PPO", 5), ("PPO", 6), ("A2C", 5), ("A2C", 6)]
+    assert [s["config"]["agent"]["name"] for s in specs] == ["PPO", "PPO", "A2C", "A2C"]
+    assert all(s["config"]["sweep"] is None and s["config"]["train"]["seed"] == s["seed"] for s in specs)
+    specs = expand(cfg, seeds=[1], grid={"agent.gamma": [0.9, 0.99]})  # merged over the config's grid
+    assert [s["group"] for s in specs] == ["name=PPO, gamma=0.9", "name=PPO, gamma=0.99",
+                                          "name=A2C, gamma=0.9", "name=A2C, gamma=0.99"]
+    # Sweeping whole agent sections, each with its own arguments, labels groups by agent name.
+    agents = [{"name": "PPO", "n_steps": 32}, {"name": "DQN", "learning_starts": 10}]
+    specs = expand(cfg, seeds=1, grid={"agent.name": ["PPO"], "agent": agents})
+    assert [s["group"] for s in specs] == ["name=PPO, agent=PPO", "name=PPO, agent=DQN"]
+    assert specs[1]["config"]["agent"] == {"name": "DQN", "policy": "MlpPolicy", "learning_starts": 10}
+    with pytest.raises(ConfigError, match=r"agent.gae_lambda: unknown argument of DQN "
+                                          r"\(grid point agent.name=DQN, agent.gae_lambda=0.9\)"):
+        expand(cfg, grid={"agent.name": ["DQN"], "agent.gae_lambda": [0.9]})
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_local_and_ray_sweeps_give_the_same_summary(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    local = tmp_path / "local"
+    assert cli.main(["sweep", str(CONFIG), "--seeds", "2", "--backend", "local", "--out", str(local),
+                     *[a for s in FAST for a in ("--set", s)]]) == 0
+    rows = _rows(local / "summary.csv")
+    assert [(r["group"], r["seed"]) for r in rows] == [("PPO", "0"), ("PPO", "1"), ("A2C", "0"), ("A2C", "1")]
+    assert all(r["num_timesteps"] == "64" for r in rows)
+    for r in rows:
+        ev = json.loads((local / r["run"] / "eval.json").read_text())
+        assert float(r["return/balance"]) == pytest.approx(ev["metrics"]["return/balance"]["value"])
+        assert (local / r["run"] / "model.zip").exists()
+    groups = _rows(local / "summary_groups.csv")
+    assert [g["group"] for g in groups] == ["PPO", "A2C"] and all(g["runs"] == "2" for g in groups)
+    ppo = [float(r["return/balance"]) for r in rows if r["group"] == "PPO"]
+    assert float(groups[0]["return/balance"]) == pytest.approx(sum(ppo) / 2)
+    cmp = json.loads((local / "comparison.json").read_text())
+    assert cmp[0]["a"] == "PPO" and cmp[0]["b"] == "A2C" and cmp[0]["winner"] in ("PPO", "A2C", "tie", "incomparable")
+    for name in ("safety_comparison.png", "learning_curves.png", "returns_comparison.png", "pareto.png"):
+        img = mpimg.imread(local / "plots" / name)
+        assert img.shape[0] > 150 and img[..., :3].std() > 0.01
+
+    # Ray Tune on a local instance, for two of the same (grid point, seed) runs (two trials keep the
+    # test short on two cores): their summary rows must equal the local backend's, value for value.
+    cfg = load_config(CONFIG, FAST)
+    ray_dir = run_sweep(cfg, seeds=[1], backend="ray", max_workers=2, sweep_dir=tmp_path / "ray", progress=False)
+    ray_rows = _rows(ray_dir / "summary.csv")
+    assert [(r["group"], r["seed"]) for r in ray_rows] == [("PPO", "1"), ("A2C", "1")]
+    assert ray_rows == [r for r in rows if r["seed"] == "1"]
+    assert (ray_dir / "plots" / "safety_comparison.png").exists()
+    assert not (ray_dir / "ray").exists() or any((ray_dir / "ray").iterdir())  # Tune's own records
