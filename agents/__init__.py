@@ -1,0 +1,7 @@
+"""morl's agents. Each family lives in its own sub-package; they never import each other."""
+
+from agents.carl import CaRLPPO, CaRLReward
+from agents.d2oc import D2OC, SMC, Lloyd
+from agents.subpo import ModPO, SubPO
+
+__all__ = ["CaRLPPO", "CaRLReward", "D2OC", "Lloyd", "ModPO", "SMC", "SubPO"]
