@@ -1,0 +1,44 @@
+"""Driving environments with a vector reward over ``("safety", "rules", "progress", "comfort")``.
+
+- :mod:`envs.driving.objectives`: objective names, default preorder, event keys, the reward-vector formula
+  and the CaRL quantities, shared by every driving simulator (built-in, highway-env, CARLA).
+- The built-in batched numba simulator: :mod:`~envs.driving.road`, :mod:`~envs.driving.geometry`,
+  :mod:`~envs.driving.traffic`, :mod:`~envs.driving.sim`; Gymnasium envs in :mod:`~envs.driving.env`
+  (registered as ``morl/Highway-v0`` and ``morl/Route-v0`` when this package is imported), the SB3
+  ``VecEnv`` in :mod:`~envs.driving.vec_env` (:func:`make_vec`), frames in :mod:`~envs.driving.render`.
+- Adapters with the same objectives, events and CaRL quantities: :class:`HighwayEnvAdapter` for any
+  highway-env scenario (``morl/HighwayEnvAdapter-v0``) and :class:`CarlaEnv` for a CARLA 0.9 server
+  (``morl/Carla-v0``; needs ``pip install morl[carla]``).
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from envs.driving.env import SCENARIOS, DrivingEnv, HighwayEnv, RouteEnv
+from envs.driving.objectives import DEFAULT_PREORDER, EVENT_KEYS, OBJECTIVES
+
+__all__ = ["DrivingEnv", "HighwayEnv", "RouteEnv", "DrivingVecEnv", "StepInfo", "make_vec", "SCENARIOS",
+           "OBJECTIVES", "DEFAULT_PREORDER", "EVENT_KEYS", "HighwayEnvAdapter", "CarlaEnv"]
+
+# Loaded on first use: the SB3 VecEnv imports stable-baselines3 (and torch), the highway-env adapter
+# imports highway-env (and pygame).
+_LAZY = {"make_vec": "vec_env", "DrivingVecEnv": "vec_env", "StepInfo": "vec_env",
+         "HighwayEnvAdapter": "highway_adapter", "CarlaEnv": "carla_env"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"envs.driving.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'envs.driving' has no attribute {name!r}")
+
+
+# the env checks its own reward vector; gymnasium's passive checker would warn about a non-scalar reward
+for _id, _entry, _kwargs in (
+    ("morl/Highway-v0", "env:HighwayEnv", {}),
+    ("morl/Route-v0", "env:RouteEnv", {}),
+    ("morl/HighwayEnvAdapter-v0", "highway_adapter:HighwayEnvAdapter", {"env": "highway-fast-v0"}),
+    ("morl/Carla-v0", "carla_env:CarlaEnv", {}),
+):
+    if _id not in registry:
+        register(id=_id, entry_point=f"envs.driving.{_entry}", kwargs=_kwargs, disable_env_checker=True)

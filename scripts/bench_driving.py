@@ -1,0 +1,125 @@
+"""Benchmark: env-steps/s of the built-in batched driving simulator against highway-env ``highway-fast-v0``.
+
+Measured in one process, random actions, median of ``--repeats`` runs:
+
+1. the raw batched kernel step (``DrivingVecEnv.step_kernel``: one numba call, results left in arrays);
+2. the full SB3 ``VecEnv.step`` (action validation, scalar rewards, per-env ``StepInfo`` dicts);
+3. the same two with the batch split over one thread per CPU (``parallel=True``) unless ``--no-parallel``;
+4. one Gymnasium env (``DrivingEnv.step``, a batch of one, Python loop);
+5. highway-env ``highway-fast-v0`` (about 20-40 steps/s, so only ``--highway-steps`` steps in all).
+
+Then prints the ratios to highway-fast-v0. Example::
+
+    python scripts/bench_driving.py --n-envs 256 --n-vehicles 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def _median_rate(fn, steps_per_run: int, repeats: int) -> tuple[float, float]:
+    """Median env-steps per wall-clock second and per CPU second of this process (the second is the
+    steadier figure when other jobs share the cores)."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(steps_per_run / (time.perf_counter() - t0))
+        cpu.append(steps_per_run / max(time.process_time() - c0, 1e-9))
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def bench_batched(scenario, n_envs, n_vehicles, steps, repeats, parallel):
+    from envs.driving import make_vec
+
+    venv = make_vec(scenario, n_envs, seed=0, n_vehicles=n_vehicles, parallel=parallel)
+    venv.reset()
+    actions = np.random.default_rng(0).integers(0, 5, (steps, n_envs)).astype(np.int64)
+    venv.step_kernel(actions[0])  # compile / load the cache outside the timing
+    venv.step(actions[0])
+
+    def raw():
+        for t in range(steps):
+            venv.step_kernel(actions[t])
+
+    def full():
+        for t in range(steps):
+            venv.step(actions[t])
+
+    return _median_rate(raw, steps * n_envs, repeats), _median_rate(full, steps * n_envs, repeats)
+
+
+def bench_single(scenario, n_vehicles, steps, repeats):
+    from envs.driving import DrivingEnv
+
+    env = DrivingEnv(scenario, n_vehicles=n_vehicles)
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).integers(0, 5, steps)
+
+    def run():
+        for t in range(steps):
+            _, _, terminated, truncated, _ = env.step(int(actions[t]))
+            if terminated or truncated:
+                env.reset()
+
+    run()
+    return _median_rate(run, steps, repeats)
+
+
+def bench_highway_env(total_steps, repeats):
+    import gymnasium as gym
+    import highway_env  # noqa: F401  (registers its ids)
+
+    env = gym.make("highway-fast-v0")
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    per_run = max(total_steps // repeats, 1)
+
+    def run():
+        for _ in range(per_run):
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            if terminated or truncated:
+                env.reset()
+
+    return _median_rate(run, per_run, repeats)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="highway", choices=["highway", "route"])
+    parser.add_argument("--n-envs", type=int, default=256)
+    parser.add_argument("--n-vehicles", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=200, help="batched steps per timed run")
+    parser.add_argument("--single-steps", type=int, default=2000, help="single-env steps per timed run")
+    parser.add_argument("--highway-steps", type=int, default=50, help="highway-fast-v0 steps in all")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-parallel", action="store_true", help="skip the threaded variant")
+    args = parser.parse_args(argv)
+
+    rows = []
+    raw, full = bench_batched(args.scenario, args.n_envs, args.n_vehicles, args.steps, args.repeats, False)
+    rows += [(f"batched kernel E={args.n_envs} V={args.n_vehicles}", raw),
+             (f"batched VecEnv.step with infos E={args.n_envs}", full)]
+    if not args.no_parallel:
+        raw_p, full_p = bench_batched(args.scenario, args.n_envs, args.n_vehicles, args.steps, args.repeats, True)
+        rows += [(f"batched kernel, {os.cpu_count()} threads", raw_p),
+                 (f"batched VecEnv.step with infos, {os.cpu_count()} threads", full_p)]
+    rows.append(("single DrivingEnv.step", bench_single(args.scenario, args.n_vehicles, args.single_steps,
+                                                        args.repeats)))
+    hw = bench_highway_env(args.highway_steps, args.repeats)
+    rows.append(("highway-env highway-fast-v0", hw))
+    print(f"scenario {args.scenario}, random actions, median of {args.repeats} runs; {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"{'what':<52}{'env-steps/s':>13}{'x highway-fast':>16}{'per CPU-s':>12}{'x (CPU)':>10}")
+    for name, (rate, cpu_rate) in rows:
+        print(f"{name:<52}{rate:>13,.0f}{rate / hw[0]:>16,.0f}{cpu_rate:>12,.0f}{cpu_rate / hw[1]:>10,.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""Kernels of the built-in driving simulator against plain Python references."""
+
+import math
+
+import numpy as np
+import pytest
+
+from envs.driving import objectives as ob
+from envs.driving.batch import BatchSim, default_params
+from envs.driving.geometry import bicycle_step, box_off_road, boxes_overlap, idm_accel, rand_uniform, seed_state
+from envs.driving.road import build_road
+from envs.driving.traffic import (P_LANE_W, P_N_LANES, P_VEH_WID, T_D, T_LANE, T_S, T_TARGET, T_V,
+                                  ego_half_width, follow_sweep, neighbours, traffic_accels)
+
+# ----------------------------------------------------------------------------- references
+
+
+def ref_bicycle(s, d, psi, v, accel, steer, wheelbase, dt):
+    """Cartesian kinematic bicycle (centre of gravity midway), one Euler step (straight road)."""
+    beta = math.atan(math.tan(steer) / 2)
+    x = s + v * math.cos(psi + beta) * dt
+    y = d + v * math.sin(psi + beta) * dt
+    psi = psi + v * math.sin(beta) / (wheelbase / 2) * dt
+    return x, y, psi, min(max(v + accel * dt, 0.0), 40.0)
+
+
+def ref_idm(v, v0, gap, v_lead, a=2.0, b=3.0, s0=3.0, T=1.5, delta=4.0):
+    s_star = s0 + max(0.0, v * T + v * (v - v_lead) / (2 * math.sqrt(a * b)))
+    return a * (1 - (v / v0) ** delta - (s_star / gap) ** 2)
+
+
+def ref_corners(x, y, h, length, width):
+    c, s = math.cos(h), math.sin(h)
+    pts = []
+    for fl, fw in ((1, 1), (1, -1), (-1, -1), (-1, 1)):
+        pts.append((x + fl * length / 2 * c - fw * width / 2 * s, y + fl * length / 2 * s + fw * width / 2 * c))
+    return np.array(pts)
+
+
+def ref_overlap(b1, b2):
+    """Separating-axis test on explicit corners: project all 8 corners on the 4 edge normals."""
+    p1, p2 = ref_corners(*b1), ref_corners(*b2)
+    for poly in (p1, p2):
+        for k in range(2):
+            edge = poly[k + 1] - poly[k]
+            axis = np.array([-edge[1], edge[0]])
+            a, b = p1 @ axis, p2 @ axis
+            if a.max() < b.min() or b.max() < a.min():
+                return False
+    return True
+
+
+# ----------------------------------------------------------------------------- kinematics
+
+
+def test_bicycle_straight_line():
+    s, d, psi, v = 0.0, 2.0, 0.0, 10.0
+    for _ in range(50):
+        s, d, psi, v, yaw_rate = bicycle_step(s, d, psi, v, 0.0, 0.0, 0.0, 2.8, 40.0, 0.1)
+        assert yaw_rate == 0.0
+    assert s == pytest.approx(50.0)
+    assert d == 2.0 and psi == 0.0
+
+
+def test_bicycle_matches_reference_and_turning_radius():
+    wheelbase, steer, v, dt = 2.8, 0.2, 8.0, 0.001
+    state = (0.0, 0.0, 0.0, v)
+    ref = state
+    xs, ys = [], []
+    for _ in range(4000):
+        s, d, psi, vv, _ = bicycle_step(*state, 0.0, steer, 0.0, wheelbase, 40.0, dt)
+        ref = ref_bicycle(*ref, 0.0, steer, wheelbase, dt)
+        state = (s, d, psi, vv)
+        xs.append(s)
+        ys.append(d)
+    np.testing.assert_allclose(state, ref, rtol=1e-9, atol=1e-9)
+    # circle through the trajectory: centre on the left at (0, R), R = (L/2) / sin(beta)
+    beta = math.atan(math.tan(steer) / 2)
+    radius = wheelbase / 2 / math.sin(beta)
+    xs, ys = np.array(xs), np.array(ys)
+    # centre of the path: the yaw turns about a point R away, perpendicular to the velocity at start
+    cx, cy = -radius * math.sin(beta), radius * math.cos(beta)
+    dist = np.hypot(xs - cx, ys - cy)
+    np.testing.assert_allclose(dist, radius, rtol=5e-3)
+
+
+def test_bicycle_speed_clipped():
+    *_, v, _ = bicycle_step(0.0, 0.0, 0.0, 1.0, -5.0, 0.0, 0.0, 2.8, 40.0, 1.0)
+    assert v == 0.0
+    *_, v, _ = bicycle_step(0.0, 0.0, 0.0, 39.0, 5.0, 0.0, 0.0, 2.8, 40.0, 1.0)
+    assert v == 40.0
+
+
+def test_idm_matches_reference():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        v, v0, gap, vl = rng.uniform(0, 35), rng.uniform(10, 35), rng.uniform(0.5, 150), rng.uniform(0, 35)
+        assert idm_accel(v, v0, gap, vl, 2.0, 3.0, 3.0, 1.5, 4.0) == pytest.approx(ref_idm(v, v0, gap, vl), rel=1e-9)
+    # free road: (1 - (v/v0)^4) a
+    assert idm_accel(10.0, 20.0, 1e9, 0.0, 2.0, 3.0, 3.0, 1.5, 4.0) == pytest.approx(2.0 * (1 - 0.5 ** 4))
+
+
+# ----------------------------------------------------------------------------- boxes
+
+
+def test_boxes_overlap_constructed_cases():
+    assert boxes_overlap(0, 0, 0, 5, 2, 4.9, 0, 0, 5, 2)        # rear-end touch
+    assert not boxes_overlap(0, 0, 0, 5, 2, 5.1, 0, 0, 5, 2)    # just apart
+    assert not boxes_overlap(0, 0, 0, 5, 2, 0, 2.1, 0, 5, 2)    # side by side, apart
+    assert boxes_overlap(0, 0, 0, 5, 2, 0, 1.9, 0, 5, 2)
+    # rotated corner: axis-aligned bounding boxes overlap, the oriented boxes do not
+    h = math.pi / 4
+    assert not boxes_overlap(0, 0, h, 5, 2, 2.6, -2.6, h, 5, 2)
+    assert ref_overlap((0, 0, h, 5, 2), (2.6, -2.6, h, 5, 2)) is False
+    # crossing at 90 degrees
+    assert boxes_overlap(0, 0, 0, 5, 2, 0, 0, math.pi / 2, 5, 2)
+
+
+def test_boxes_overlap_matches_reference_random():
+    rng = np.random.default_rng(1)
+    agree = 0
+    for _ in range(2000):
+        b1 = (0.0, 0.0, rng.uniform(-np.pi, np.pi), rng.uniform(2, 6), rng.uniform(1, 3))
+        b2 = (rng.uniform(-7, 7), rng.uniform(-7, 7), rng.uniform(-np.pi, np.pi), rng.uniform(2, 6),
+              rng.uniform(1, 3))
+        agree += boxes_overlap(*b1, *b2) == ref_overlap(b1, b2)
+    assert agree == 2000
+
+
+def test_off_road_constructed_cases():
+    road = build_road("route", lanes=2, length=500.0, lane_drop=True)  # left lane ends at 275 m
+    args = (road.lane_start, road.lane_end, road.n_lanes, road.lane_width, road.shoulder)
+    assert not box_off_road(100.0, 0.0, 0.0, 5.0, 2.0, *args)           # lane 0 centre
+    assert not box_off_road(100.0, 4.0, 0.0, 5.0, 2.0, *args)           # lane 1 centre
+    assert box_off_road(100.0, 6.4, 0.0, 5.0, 2.0, *args)               # half a car over the edge
+    assert box_off_road(100.0, 6.0, 0.0, 5.0, 2.0, *args)               # left edge 6 m + 0.5 shoulder
+    assert box_off_road(100.0, -1.6, 0.0, 5.0, 2.0, *args)              # right corner at -2.6
+    assert box_off_road(300.0, 4.0, 0.0, 5.0, 2.0, *args)               # dropped lane, past its end
+    assert box_off_road(274.0, 4.0, 0.0, 5.0, 2.0, *args)               # front corners past the end
+    assert box_off_road(100.0, 2.0, math.pi / 2, 5.0, 2.0, *args) is False  # across 2 lanes: fits
+    one = build_road("highway", lanes=1)
+    assert box_off_road(100.0, 0.0, math.pi / 2, 5.0, 2.0, one.lane_start, one.lane_end, 1, 4.0, 0.4)
+
+
+# ----------------------------------------------------------------------------- rng, neighbours
+
+
+def test_rng_deterministic_and_uniform():
+    rng = np.array([seed_state(7), seed_state(7), seed_state(8)], dtype=np.uint64)
+    a = [rand_uniform(rng, 0) for _ in range(2000)]
+    b = [rand_uniform(rng, 1) for _ in range(2000)]
+    c = [rand_uniform(rng, 2) for _ in range(2000)]
+    assert a == b and a != c
+    assert 0.0 <= min(a) and max(a) < 1.0 and abs(np.mean(a) - 0.5) < 0.03
+
+
+def _sim(scenario="highway", n_envs=4, n_vehicles=20, seed=0, **kw):
+    road = build_road(scenario)
+    sim = BatchSim(road, n_envs, n_vehicles, ob.make_scales(), default_params(road, **kw))
+    sim.seed(np.arange(n_envs) + seed)
+    sim.reset()
+    return sim
+
+
+def test_neighbours_match_brute_force():
+    sim = _sim(n_envs=3)
+    for _ in range(30):
+        sim.step(np.full(3, 1, dtype=np.int64), auto_reset=True)
+    V = sim.n_vehicles
+    P = sim.P
+    lw, n_lanes = P[P_LANE_W], int(P[P_N_LANES])
+    leader = np.empty((V + 1, 6), np.int64)
+    follower = np.empty((V + 1, 6), np.int64)
+    front = np.empty(6, np.int64)
+    for e in range(3):
+        neighbours(e, sim.ego, sim.traf, sim.order, P, leader, follower, front)
+        s = np.append(sim.traf[e, T_S], sim.ego[e, 0])
+        d = np.append(sim.traf[e, T_D], sim.ego[e, 1])
+        hw = np.full(V + 1, P[P_VEH_WID] / 2)
+        hw[V] = ego_half_width(sim.ego[e, 2], P)
+        lanes = [set(range(max(int(np.floor((d[j] - hw[j]) / lw + 0.5)), 0),
+                           min(int(np.floor((d[j] + hw[j]) / lw + 0.5)), n_lanes - 1) + 1)) for j in range(V + 1)]
+        for j in range(V):  # a vehicle changing lanes also counts in its target lane
+            lanes[j].add(int(sim.traf[e, T_TARGET, j]))
+        for i in range(V + 1):
+            for lane in range(n_lanes):
+                ahead = [j for j in range(V + 1) if j != i and lane in lanes[j] and s[j] > s[i]]
+                behind = [j for j in range(V + 1) if j != i and lane in lanes[j] and s[j] < s[i]]
+                want_l = min(ahead, key=lambda j: s[j]) if ahead else -1
+                want_f = max(behind, key=lambda j: s[j]) if behind else -1
+                assert leader[i, lane] == want_l
+                assert follower[i, lane] == want_f
+
+
+def test_follow_sweep_matches_tables_and_idm_reference():
+    sim = _sim("route", n_envs=3)
+    for _ in range(40):
+        sim.step(np.full(3, 3, dtype=np.int64), auto_reset=True)
+    V = sim.n_vehicles
+    leader = np.empty((V + 1, 6), np.int64)
+    follower = np.empty((V + 1, 6), np.int64)
+    front = np.empty(6, np.int64)
+    a_tab, a_sweep = np.empty(V + 1), np.empty(V + 1)
+    curv, speed, start, end = sim._road_args
+    for e in range(3):
+        neighbours(e, sim.ego, sim.traf, sim.order, sim.P, leader, follower, front, True)
+        traffic_accels(e, sim.ego, sim.traf, sim.P, speed, end, leader, a_tab)
+        follow_sweep(e, sim.ego, sim.traf, sim.order, sim.P, speed, end, front.reshape(1, 6), a_sweep)
+        np.testing.assert_array_equal(a_tab[:V], a_sweep[:V])
+        # a vehicle alone in its lane, not changing lanes, far from a lane end: plain IDM behind its leader
+        for i in range(V):
+            lane = int(sim.traf[e, T_LANE, i])
+            if sim.traf[e, T_TARGET, i] != lane or abs(sim.traf[e, T_D, i] - 4.0 * lane) > 1e-9:
+                continue
+            if end[lane] - sim.traf[e, T_S, i] < 500:
+                continue
+            v0 = sim.traf[e, 4, i] * speed[min(int(sim.traf[e, T_S, i] / 2.0), len(speed) - 1)]
+            j = leader[i, lane]
+            if j < 0:
+                want = 2.0 * (1 - (sim.traf[e, T_V, i] / v0) ** 4)
+            else:
+                s_j = sim.ego[e, 0] if j == V else sim.traf[e, T_S, j]
+                v_j = sim.ego[e, 3] * np.cos(sim.ego[e, 2]) if j == V else sim.traf[e, T_V, j]
+                want = ref_idm(sim.traf[e, T_V, i], v0, s_j - sim.traf[e, T_S, i] - 5.0, v_j)
+            assert a_sweep[i] == pytest.approx(max(want, -9.0), rel=1e-9, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- traffic only
+
+
+def _traffic_overlaps(sim):
+    """Pairs of traffic boxes that overlap (plain reference SAT on the candidates near each other)."""
+    S, D = sim.traf[:, T_S], sim.traf[:, T_D]
+    near = (np.abs(S[:, :, None] - S[:, None, :]) < 5.5) & (np.abs(D[:, :, None] - D[:, None, :]) < 2.6)
+    bad = []
+    for e, i, j in np.argwhere(near):
+        if i < j:
+            tr = sim.traf[e]
+            h = np.arctan2(tr[3], np.maximum(tr[T_V], 1e-3))
+            if ref_overlap((tr[T_S, i], tr[T_D, i], h[i], 5.0, 2.0), (tr[T_S, j], tr[T_D, j], h[j], 5.0, 2.0)):
+                bad.append((e, i, j))
+    return bad
+
+
+@pytest.mark.parametrize("scenario", ["highway", "route"])
+def test_idm_mobil_traffic_never_collides_without_ego(scenario):
+    sim = _sim(scenario, n_envs=16, ego_active=False)
+    lw = sim.road.lane_width
+    lane_changes = 0
+    for _ in range(500):
+        before = sim.traf[:, T_TARGET].copy()
+        sim.step(np.full(16, 1, dtype=np.int64), auto_reset=False)
+        lane_changes += int((sim.traf[:, T_TARGET] != before).sum())
+        assert _traffic_overlaps(sim) == []
+        # nobody drives on past the end of a dropped lane
+        lane = np.clip(np.round(sim.traf[:, T_D] / lw).astype(int), 0, sim.road.n_lanes - 1)
+        assert np.all(sim.traf[:, T_S] < sim.road.lane_end[lane] + 0.5)
+    assert lane_changes > 0  # MOBIL did act
+    assert np.all(sim.traf[:, T_LANE] >= 0)
+
+
+@pytest.mark.parametrize("scenario", ["highway", "route"])
+def test_traffic_never_collides_among_itself_around_a_random_ego(scenario):
+    """Respawning and lane changes stay safe for the traffic whatever the ego does (the ego may crash)."""
+    sim = _sim(scenario, n_envs=16, seed=100)
+    actions = np.random.default_rng(0).integers(0, 5, (500, 16))
+    ends = 0
+    for t in range(500):
+        sim.step(actions[t], auto_reset=True)
+        ends += int((sim.terminated | sim.truncated).sum())
+        assert _traffic_overlaps(sim) == []
+    assert ends > 16  # the ego did crash and reset along the way
+
+
+def test_reward_vector_in_bounds_and_signed():
+    s = ob.make_scales()
+    best = ob.reward_vector(False, False, 100.0, 20.0, 25.0, False, 5.0, 5.0, 0.0, 0.0, 0.0, 4.0, s)
+    assert best == (0.0, 0.0, 1.0, 0.0)
+    worst = ob.reward_vector(True, True, 0.0, 40.0, 10.0, True, -9.0, 5.0, 99.0, 9.0, 9.0, 4.0, s)
+    assert worst == (-1.0, -1.0, -1.0, -1.0)
+    # TTC shaping grows as ttc falls below the threshold
+    assert ob.safety_reward(False, False, 0.5, s) < ob.safety_reward(False, False, 1.5, s) < 0.0
+    assert ob.speeding_factor(25.0 + 2.23, 25.0) == pytest.approx(0.0)
+    assert ob.comfort_factor(6) == 0.5
+    assert ob.carl_reward(0.4, 1.0, 1.0, 0.5, 1.0, 0.5, 0.0) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="w_jerk"):
+        ob.make_scales(w_jerk=0.9)
