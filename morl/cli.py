@@ -9,7 +9,10 @@
     morl sweep CONFIG [--seeds N] [--grid key=v1,v2 ...] [--backend local|ray] [--address ADDR] [--set ...]
 
 A bad config prints one line ``error: <file>: <field.path>: <problem>`` and exits with status 2,
-without a traceback and without creating a run directory.
+without a traceback and without creating a run directory. A run that fails at run time (a NaN/inf
+observation or reward, a malformed action, a diverged loss or parameter, a simulator server that
+cannot be reached again) prints one line
+``error: <Kind>: <what, where>`` and exits with status 1, keeping its checkpoints if it wrote any.
 """
 
 from __future__ import annotations
@@ -129,6 +132,24 @@ def main(argv=None) -> int:
     except (FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not _is_run_time_fault(exc):
+            raise
+        # A run that went wrong at run time: one line, no traceback; checkpoints (if any) are kept.
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _is_run_time_fault(exc: Exception) -> bool:
+    """Faults with a message that says it all: a NaN/inf in the data, a bad action, divergence, a lost server."""
+    if isinstance(exc, ConnectionError):
+        return True
+    if "morl.experiment" not in sys.modules:  # nothing trained, so none of ours (and no torch import here)
+        return False
+    from morl.experiment import DivergenceError
+    from morl.wrappers import ActionError, NonFiniteError
+
+    return isinstance(exc, (NonFiniteError, ActionError, DivergenceError))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ written to disk before validation passes.
 from __future__ import annotations
 
 import copy
-import importlib
+import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,6 +88,15 @@ class EnvConfig(_Strict):
     weights: list[float] | dict[str, float] | None = None
     gamma: float = Field(0.99, ge=0.0, le=1.0)
 
+    @field_validator("weights")
+    @classmethod
+    def _finite_weights(cls, v):
+        values = v.values() if isinstance(v, dict) else (v or ())
+        bad = [w for w in values if not math.isfinite(w)]
+        if bad:
+            raise ValueError(f"weights must be finite numbers, got {bad[0]}")
+        return v
+
     @model_validator(mode="after")
     def _one_source(self):
         given = [k for k in ("id", "scenario", "factory") if getattr(self, k) is not None]
@@ -122,7 +132,7 @@ class AgentConfig(BaseModel):
 
 class TrainConfig(_Strict):
     total_timesteps: int = Field(gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy and torch seeds
     n_envs: int = Field(1, ge=1)
     vec_env: Literal["dummy", "subproc"] = "dummy"
     device: str = "auto"
@@ -169,6 +179,9 @@ class SweepConfig(_Strict):
         return list(range(base, base + self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
 
+_RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     env: EnvConfig
@@ -177,6 +190,15 @@ class ExperimentConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     sweep: SweepConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        # The name becomes a folder under output.root: no separators, no "..", nothing hidden.
+        if not _RUN_NAME.match(v):
+            raise ValueError(f"name must be 1-128 letters, digits, '_', '-' or '.' not starting with '.' or '-' "
+                             f"(it names the run folder), got {v!r:.60}")
+        return v
 
     def preorder(self) -> Preorder | None:
         return None if self.env.preorder is None else Preorder.parse(self.env.preorder)
@@ -234,8 +256,17 @@ def apply_overrides(data: dict, overrides, source: str = "<config>") -> dict:
 # Loading and validation
 
 
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|list|dict|tuple|set|literal|function-\w+)(\[.*\])?$")
+
+
+def _field_loc(loc) -> tuple:
+    """The field path of a pydantic error location, without the tags naming the union member tried
+    (``env.weights.list[float]`` -> ``env.weights``)."""
+    return tuple(p for p in loc if not (isinstance(p, str) and _UNION_TAG.match(p)))
+
+
 def _pydantic_problem(err: dict) -> tuple[str, str]:
-    loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+    loc = ".".join(str(p) for p in _field_loc(err["loc"])) or "<root>"
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
         return loc, "unknown key"
@@ -259,6 +290,14 @@ def config_from_dict(data: dict, source: str = "<config>") -> ExperimentConfig:
         # Report the first problem only: one clear message beats a wall of follow-on errors.
         errors = exc.errors(include_url=False)
         path, problem = _pydantic_problem(errors[0])
+        field = _field_loc(errors[0]["loc"])
+        if field != tuple(errors[0]["loc"]):
+            # A union field (weights: a list or a mapping): one message listing what each form wanted.
+            same = [e for e in errors if _field_loc(e["loc"]) == field and len(e["loc"]) == len(errors[0]["loc"])]
+            if len(same) > 1:
+                wants = list(dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in same))
+                problem = f"Input should be {' or '.join(wants)} (got {errors[0].get('input')!r:.60})"
+                errors = [errors[0]] + [e for e in errors if e not in same]
         if len(errors) > 1:
             problem += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
         raise ConfigError(source, path, problem) from None
@@ -279,7 +318,7 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
     env = cfg.env
     try:
         for module in env.imports:
-            importlib.import_module(module)
+            registry.import_module(module)
         if env.id is not None:
             registry.ensure_env_id(env.id, tuple(env.imports))
     except KeyError as exc:
@@ -291,6 +330,11 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
             registry.import_callable(env.factory)
     except ValueError as exc:
         raise ConfigError(source, "env.factory", str(exc)) from None
+    if env.scenario is not None:
+        try:
+            registry.import_callable(env.make_vec)
+        except ValueError as exc:
+            raise ConfigError(source, "env.make_vec", str(exc)) from None
     for i, spec in enumerate(env.wrappers):
         try:
             resolve_wrapper(spec.name)
@@ -306,7 +350,7 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
         for name in env.weights:
             if name not in preorder.objectives:
                 raise ConfigError(source, f"env.weights.{name}",
-                                  f"unknown objective (objectives: {', '.join(preorder.objectives)})")
+                                  f"unknown objective: not in env.preorder ({', '.join(preorder.objectives)})")
     if cfg.sweep is not None:
         for key in cfg.sweep.grid:
             if not cfg.sweep.grid[key]:
@@ -354,6 +398,24 @@ def check_objectives(cfg: ExperimentConfig, objectives, source: str) -> None:
                                                  f"({', '.join(objectives)})")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key written twice in one mapping is an error: PyYAML keeps
+    the last silently, so a pasted second ``agent:`` section would replace the first unnoticed."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first.start_mark.line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path, overrides=()) -> ExperimentConfig:
     """Read, override and validate a YAML config file.
 
@@ -367,11 +429,15 @@ def load_config(path, overrides=()) -> ExperimentConfig:
     except OSError as exc:
         raise ConfigError(source, "<file>", f"cannot read: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "<file>"
-        raise ConfigError(source, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = f"invalid YAML: {getattr(exc, 'problem', exc)}"
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start is not None and (mark is None or start.line != mark.line):
+            problem += f" ({context} started on line {start.line + 1})"  # e.g. where an unclosed quote opened
+        raise ConfigError(source, where, problem) from None
     if data is None:
         data = {}
     if isinstance(data, dict):

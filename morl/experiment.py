@@ -3,6 +3,7 @@
 A run directory holds::
 
     config.yaml        the resolved config (what ``--resume`` and ``morl eval`` read back)
+    error.txt          only after a failed run that left a checkpoint: what went wrong
     model.zip          the final model
     checkpoints/       ckpt_<steps>.zip, buffer_<steps>.pkl (off-policy, latest only), state.json
     progress.csv, tb/  SB3 logger output (CSV and TensorBoard), plus per-objective episode returns
@@ -13,15 +14,21 @@ Environments are built as ``gym.make(id)`` (or ``factory(**kwargs)``) -> config 
 ``WithPreorder`` -> ``Scalarize`` -> ``MOEpisodeStatistics`` -> ``Monitor`` -> ``DummyVecEnv`` /
 ``SubprocVecEnv``; a batched simulator (``env.scenario``) comes from its own ``make_vec``.
 Everything that can be checked is checked before the run directory is created.
+
+Reliability: every non-batched env is wrapped in :class:`~morl.wrappers.FiniteCheck` (batched ones in
+SB3's ``VecCheckNan``), so a NaN/inf observation or reward or a malformed action stops the run with
+an error naming it; :class:`DivergenceGuard` stops training at a NaN/inf loss or parameter before a
+checkpoint of the bad model is written; checkpoints are atomic. A run that fails before its first
+checkpoint leaves no run directory behind; one that fails later keeps its checkpoints (and
+``error.txt``), and ``morl train --resume`` continues it.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import io
 import json
-import os
+import shutil
 import sys
 import time
 import warnings
@@ -35,17 +42,27 @@ import yaml
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecCheckNan, VecEnv, VecMonitor
 
 from morl import registry
+from morl.checkpoints import (
+    AtomicCheckpoint,
+    DivergenceError,
+    DivergenceGuard,
+    GuardedLogger,
+    atomic_write,
+    non_finite_parameter,
+    read_checkpoint_state,
+    read_progress,
+    write_progress,
+)
 from morl.config import ConfigError, ExperimentConfig, apply_overrides, check_objectives, config_from_dict, dump_config, resolve_wrapper
 from morl.metrics import episode_metrics
 from morl.preorder import PreorderError
-from morl.wrappers import EVENT_KEYS, MOEpisodeStatistics, Scalarize, WithPreorder
+from morl.wrappers import EVENT_KEYS, FiniteCheck, MOEpisodeStatistics, NonFiniteError, Scalarize, WithPreorder
 
 __all__ = ["make_env", "make_vec_env", "env_objectives", "check_config", "build_agent", "train", "resume", "evaluate",
-           "load_run_config", "AtomicCheckpoint", "EVAL_SEED_BASE"]
+           "load_run_config", "AtomicCheckpoint", "DivergenceGuard", "DivergenceError", "EVAL_SEED_BASE"]
 
 #: Evaluation seeds default to EVAL_SEED_BASE + i, far from training seeds.
 EVAL_SEED_BASE = 10_000
@@ -72,7 +89,7 @@ def _base_env(cfg: ExperimentConfig) -> gym.Env:
 def make_env(cfg: ExperimentConfig, monitor: bool = False) -> gym.Env:
     """One (non-batched) environment with the config's wrappers, preorder, scalarisation and statistics."""
     e = cfg.env
-    env = _base_env(cfg)
+    env = FiniteCheck(_base_env(cfg))
     if e.preorder is not None:
         env = WithPreorder(env, e.preorder)
     objectives = env.get_wrapper_attr("objectives")
@@ -99,6 +116,8 @@ def make_vec_env(cfg: ExperimentConfig, n_envs: int, seed: int | None, monitor: 
             weights = [float(weights.get(o, 0.0)) for o in env_objectives(probe)]
             probe.close()
         venv = make(cfg.env.scenario, n_envs, seed=seed, scalarization=weights, **kwargs)
+        # batched simulators: SB3's NaN/inf check on observations, rewards and actions
+        venv = _VecFiniteCheck(venv, raise_exception=True)
         if monitor:  # SB3's episode statistics (ep_rew_mean), as Monitor gives the single envs
             venv = VecMonitor(venv)
     else:
@@ -108,6 +127,16 @@ def make_vec_env(cfg: ExperimentConfig, n_envs: int, seed: int | None, monitor: 
     if seed is not None:
         venv.seed(seed)
     return venv
+
+
+class _VecFiniteCheck(VecCheckNan):
+    """SB3's ``VecCheckNan`` raising :class:`~morl.wrappers.NonFiniteError`, like ``FiniteCheck`` does."""
+
+    def _check_val(self, event: str, **kwargs) -> None:
+        try:
+            super()._check_val(event, **kwargs)
+        except ValueError as exc:
+            raise NonFiniteError(str(exc)) from None
 
 
 def env_objectives(env) -> tuple[str, ...]:
@@ -125,7 +154,9 @@ def check_config(cfg: ExperimentConfig, source: str) -> tuple[str, ...]:
             return fn(cfg)
         except PreorderError as exc:
             raise ConfigError(source, "env.preorder", str(exc)) from None
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        except (TypeError, ValueError, KeyError, AttributeError, ImportError) as exc:
+            raise ConfigError(source, "env", f"building the environment failed: {exc}") from None
+        except OSError as exc:  # a missing asset file (route, map, density image, model XML)
             raise ConfigError(source, "env", f"building the environment failed: {exc}") from None
 
     if cfg.env.scenario is not None:
@@ -163,73 +194,6 @@ def build_agent(cfg: ExperimentConfig, env: VecEnv, source: str = "<config>"):
         return cls(env=env, **kwargs)
     except (TypeError, ValueError, AssertionError) as exc:
         raise ConfigError(source, "agent", f"{cls.__name__}(...) failed: {exc}") from None
-
-
-class AtomicCheckpoint(BaseCallback):
-    """Save model, replay buffer (off-policy) and counters every ``every`` steps, atomically.
-
-    Each file is written to a temporary name and moved into place with ``os.replace``; ``state.json``
-    is written last and names the newest complete checkpoint, so an interruption at any moment leaves
-    the previous checkpoint usable.
-
-    :param directory: the ``checkpoints/`` folder.
-    :param every: steps between checkpoints (counted in env steps over all envs); checkpoints fall on
-        the first rollout boundary after each multiple.
-    """
-
-    def __init__(self, directory: Path, every: int | None):
-        super().__init__()
-        self.directory = Path(directory)
-        self.every = every
-        self._last = 0
-
-    def _on_training_start(self) -> None:
-        self._last = self.model.num_timesteps
-
-    def _on_rollout_start(self) -> None:
-        # At a rollout's start every collected transition is stored and every update done, so the
-        # model, buffer and counter agree (inside _on_step SB3 has not stored the step's transition yet).
-        if self.every and self.model.num_timesteps - self._last >= self.every:
-            self.save()
-
-    def _on_step(self) -> bool:
-        return True
-
-    def save(self) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        steps = int(self.model.num_timesteps)
-        self._last = steps
-        model_path = self.directory / f"ckpt_{steps}.zip"
-        buf = io.BytesIO()
-        self.model.save(buf)
-        _atomic_write(model_path, buf.getvalue())
-        state = {"num_timesteps": steps, "model": model_path.name, "buffer": None,
-                 "episodes": int(getattr(self.model, "_episode_num", 0)), "time": time.time()}
-        if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
-            buf = io.BytesIO()
-            self.model.save_replay_buffer(buf)
-            state["buffer"] = f"buffer_{steps}.pkl"
-            _atomic_write(self.directory / state["buffer"], buf.getvalue())
-        old = read_checkpoint_state(self.directory.parent)
-        _atomic_write(self.directory / "state.json", json.dumps(state, indent=1).encode())
-        # Only the newest replay buffer is kept: buffers are large and only the last one resumes.
-        if old and old.get("buffer") and old["buffer"] != state["buffer"]:
-            (self.directory / old["buffer"]).unlink(missing_ok=True)
-        return model_path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_checkpoint_state(run_dir) -> dict | None:
-    path = Path(run_dir) / "checkpoints" / "state.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 class ObjectiveLogger(BaseCallback):
@@ -287,7 +251,7 @@ def _show_progress(cfg: ExperimentConfig) -> bool:
 
 
 def _logger(run_dir: Path) -> Logger:
-    return Logger(str(run_dir), [make_output_format("csv", str(run_dir)),
+    return GuardedLogger(str(run_dir), [make_output_format("csv", str(run_dir)),
                                  make_output_format("tensorboard", str(run_dir / "tb"))])
 
 
@@ -308,27 +272,65 @@ def train(cfg: ExperimentConfig, run_dir=None, source: str = "<config>", callbac
     run_dir = Path(run_dir) if run_dir is not None else _new_run_dir(cfg)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(f"run directory {run_dir} exists and is not empty (use --resume to continue it)")
+    created = run_dir  # the topmost folder this run creates: removed again if the run fails early
+    while not created.parent.exists():
+        created = created.parent
+    created = created if not created.exists() else None
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
-    _learn(cfg, model, run_dir, objectives, cfg.train.total_timesteps, callbacks)
-    venv.close()
+    try:
+        atomic_write(run_dir / "config.yaml", dump_config(cfg).encode())
+        _learn(cfg, model, run_dir, objectives, cfg.train.total_timesteps, callbacks)
+    except BaseException as exc:
+        _after_failure(run_dir, created, exc)
+        raise
+    finally:
+        venv.close()
     if evaluate_after:
         evaluate(run_dir)
     return run_dir
 
 
+def _after_failure(run_dir: Path, created: Path | None, exc: BaseException) -> None:
+    """A failed run: with no checkpoint nothing worth keeping was written, so the run directory goes
+    (no half-written run is left behind); with one, the directory stays resumable and says why it stopped.
+
+    :param created: the topmost folder the run created (``run_dir`` or an ancestor), None if it existed.
+    """
+    if read_checkpoint_state(run_dir) is None:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        else:  # a --run-dir the user made: empty it again, keep the folder
+            for child in run_dir.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink(missing_ok=True)
+        return
+    note = f"{type(exc).__name__}: {exc}\nresume with: morl train --resume {run_dir}\n"
+    try:
+        atomic_write(run_dir / "error.txt", note.encode())
+    except OSError:  # a full disk must not hide the original error
+        pass
+
+
 def _learn(cfg, model, run_dir: Path, objectives, steps: int, callbacks, reset: bool = True) -> None:
     model.set_logger(_logger(run_dir))
-    ckpt = AtomicCheckpoint(run_dir / "checkpoints", cfg.train.checkpoint_every)
-    cbs = CallbackList([ckpt, ObjectiveLogger(objectives, accumulate=cfg.env.scenario is not None), *callbacks])
+    guard = DivergenceGuard(run_dir=run_dir)
+    ckpt = AtomicCheckpoint(run_dir / "checkpoints", cfg.train.checkpoint_every, guard=guard)
+    cbs = CallbackList([guard, ckpt, ObjectiveLogger(objectives, accumulate=cfg.env.scenario is not None), *callbacks])
     extra = {"log_interval": cfg.train.log_interval} if cfg.train.log_interval else {}
-    model.learn(steps, callback=cbs, reset_num_timesteps=reset, progress_bar=_show_progress(cfg), **extra)
+    try:
+        model.learn(steps, callback=cbs, reset_num_timesteps=reset, progress_bar=_show_progress(cfg), **extra)
+    except Exception as exc:
+        # A NaN parameter can fail inside an update before any callback runs (torch refuses a
+        # distribution with NaN logits, mid-epoch); name the parameter, not the symptom.
+        what = None if isinstance(exc, DivergenceError) else non_finite_parameter(model)
+        if what is None:
+            raise
+        raise guard.error(f"{what} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from exc
     model.logger.close()
     if cfg.train.checkpoint_every:
         ckpt.save()
     buf = io.BytesIO()
     model.save(buf)
-    _atomic_write(run_dir / "model.zip", buf.getvalue())
+    atomic_write(run_dir / "model.zip", buf.getvalue())
 
 
 def load_run_config(run_dir, overrides=()) -> ExperimentConfig:
@@ -360,43 +362,34 @@ def resume(run_dir, overrides=(), callbacks=(), evaluate_after: bool = True) -> 
     else:
         raise ConfigError(source, "train.checkpoint_every", f"{run_dir} has no checkpoint to resume from")
     objectives = check_config(cfg, source)
+    for stale in (run_dir / "checkpoints").glob("*.tmp"):  # a write cut short by a crash
+        stale.unlink(missing_ok=True)
     venv = make_vec_env(cfg, cfg.train.n_envs, seed=None)
-    model = cls.load(model_path, env=venv, device=cfg.train.device)
-    done = int(model.num_timesteps)
-    venv.seed(cfg.train.seed + done)  # fresh episodes, not a replay of the first segment's
-    if state.get("buffer"):
-        model.load_replay_buffer(run_dir / "checkpoints" / state["buffer"])
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
-    old_rows = _read_progress(run_dir / "progress.csv", max_steps=done)
-    remaining = cfg.train.total_timesteps - done
-    if remaining > 0:
-        _learn(cfg, model, run_dir, objectives, remaining, callbacks, reset=False)
-        _merge_progress(run_dir / "progress.csv", old_rows)
-    venv.close()
+    try:
+        model = cls.load(model_path, env=venv, device=cfg.train.device)
+        done = int(model.num_timesteps)
+        venv.seed(cfg.train.seed + done)  # fresh episodes, not a replay of the first segment's
+        if state.get("buffer"):
+            model.load_replay_buffer(run_dir / "checkpoints" / state["buffer"])
+        atomic_write(run_dir / "config.yaml", dump_config(cfg).encode())
+        remaining = cfg.train.total_timesteps - done
+        if remaining > 0:
+            # The rows up to the checkpoint are saved aside before SB3's CSV logger truncates
+            # progress.csv, so a crash during this segment loses none of them (the next resume reads both).
+            kept = run_dir / "progress.kept.csv"
+            write_progress(kept, read_progress(run_dir, max_steps=done))
+            (run_dir / "error.txt").unlink(missing_ok=True)
+            _learn(cfg, model, run_dir, objectives, remaining, callbacks, reset=False)
+            write_progress(run_dir / "progress.csv", read_progress(run_dir))
+            kept.unlink()
+    except DivergenceError as exc:
+        _after_failure(run_dir, None, exc)
+        raise
+    finally:
+        venv.close()
     if evaluate_after:
         evaluate(run_dir)
     return run_dir
-
-
-def _read_progress(path: Path, max_steps: int | None = None) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if max_steps is not None:
-        rows = [r for r in rows if not r.get("time/total_timesteps") or float(r["time/total_timesteps"]) <= max_steps]
-    return rows
-
-
-def _merge_progress(path: Path, old_rows: list[dict]) -> None:
-    rows = old_rows + _read_progress(path)
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -434,7 +427,7 @@ def evaluate(run_dir, episodes: int | None = None, deterministic: bool | None = 
         "deterministic": det, "num_timesteps": int(model.num_timesteps), "episodes": records,
         "metrics": episode_metrics(records, objectives, reps=cfg.eval.bootstrap_reps, seed=0),
     }
-    _atomic_write(run_dir / "eval.json", json.dumps(result, indent=1).encode())
+    atomic_write(run_dir / "eval.json", json.dumps(result, indent=1).encode())
     if plots:
         from morl.plots import plot_run
 

@@ -92,7 +92,7 @@ class Preorder:
         if isinstance(spec, dict):
             unknown = set(spec) - {"objectives", "greater", "ties"}
             if unknown:
-                raise PreorderError(f"unknown preorder key {sorted(unknown)[0]!r} (allowed: objectives, greater, ties)")
+                raise PreorderError(f"unknown preorder key {sorted(unknown, key=str)[0]!r} (allowed: objectives, greater, ties)")
             if "objectives" not in spec:
                 raise PreorderError("preorder mapping needs the key 'objectives'")
             return cls.from_pairs(spec["objectives"], spec.get("greater", ()), spec.get("ties", ()))
@@ -130,8 +130,8 @@ class Preorder:
     ) -> Preorder:
         """A general preorder: ``greater`` holds ``(a, b)`` pairs, a of strictly higher precedence than b;
         ``ties`` holds ``(a, b)`` pairs of equal precedence. Unrelated objectives are incomparable."""
-        if isinstance(objectives, str):
-            raise PreorderError(f"objectives must be a list of names, got the string {objectives!r}")
+        if not isinstance(objectives, (list, tuple)):
+            raise PreorderError(f"objectives must be a list of names, got {type(objectives).__name__} {objectives!r:.60}")
         objectives = [_check_name(o, "objectives") for o in objectives]
         if not objectives:
             raise PreorderError("a preorder needs at least one objective, got none")
@@ -150,8 +150,12 @@ class Preorder:
             return index[name]
 
         for kind, pairs in (("greater", greater), ("ties", ties)):
+            if pairs is None:
+                continue
+            if not isinstance(pairs, (list, tuple)):
+                raise PreorderError(f"{kind} must be a list of pairs of objective names, got {pairs!r:.60}")
             for pair in pairs:
-                if isinstance(pair, str) or len(pair) != 2:
+                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                     raise PreorderError(f"{kind} entry {pair!r} must be a pair of objective names")
                 a, b = idx(pair[0], kind), idx(pair[1], kind)
                 if a == b and kind == "greater":

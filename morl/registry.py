@@ -32,6 +32,7 @@ __all__ = [
     "known_agents",
     "ensure_env_id",
     "import_callable",
+    "import_module",
     "agent_parameters",
     "two_objective_cartpole",
 ]
@@ -108,6 +109,17 @@ def agent_parameters(cls: type) -> tuple[set[str], bool]:
     return names, any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
+def import_module(name):
+    """``importlib.import_module`` for names from config files: only absolute module names.
+
+    :raises ImportError: naming the module, also for names ``importlib`` rejects with another error
+        (empty, relative, not a string).
+    """
+    if not isinstance(name, str) or not name or name.startswith(".") or not all(name.split(".")):
+        raise ImportError(f"{name!r} is not an absolute module name")
+    return importlib.import_module(name)
+
+
 def ensure_env_id(env_id: str, imports: tuple[str, ...] = ()) -> None:
     """Make sure ``env_id`` is registered with Gymnasium.
 
@@ -117,7 +129,7 @@ def ensure_env_id(env_id: str, imports: tuple[str, ...] = ()) -> None:
     :raises KeyError: naming the id and the closest registered ids.
     """
     for module in imports:
-        importlib.import_module(module)
+        import_module(module)
     if env_id in gym.registry:
         return
     for module in ENV_PACKAGES:
@@ -140,8 +152,10 @@ def import_callable(ref: str) -> Callable:
     if not isinstance(ref, str) or ref.count(":") != 1:
         raise ValueError(f"{ref!r} is not of the form 'package.module:callable'")
     module_name, attr = ref.split(":")
+    if not module_name or not attr:
+        raise ValueError(f"{ref!r} is not of the form 'package.module:callable'")
     try:
-        module = importlib.import_module(module_name)
+        module = import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
     obj = module

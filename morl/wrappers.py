@@ -4,7 +4,9 @@
 - :class:`WithPreorder`: attaches a :class:`~morl.preorder.Preorder` checked against ``objectives``;
 - :class:`Scalarize`: a scalar reward by declared weights for SB3, the vector kept in
   ``info["vector_reward"]`` (the MO-Gymnasium channel);
-- :class:`MOEpisodeStatistics`: per-objective episode returns and safety-event counts.
+- :class:`MOEpisodeStatistics`: per-objective episode returns and safety-event counts;
+- :class:`FiniteCheck`: a clear error, naming the value and the step, on a NaN/inf observation or
+  reward, and on an action of the wrong shape or dtype, before it reaches the learner.
 
 An env with a vector reward has ``objectives`` (names, in vector order) and ``reward_space`` (a Box
 of shape ``(m,)``); every component is signed so that larger is better.
@@ -21,7 +23,7 @@ import numpy as np
 from morl.preorder import Preorder, PreorderError
 
 __all__ = ["EVENT_KEYS", "VectorReward", "WithPreorder", "Scalarize", "MOEpisodeStatistics", "DiscretizeAction",
-           "vector_reward_of"]
+           "FiniteCheck", "NonFiniteError", "ActionError", "vector_reward_of"]
 
 #: Safety-event keys that envs report in ``info`` (DESIGN.md): counted per episode.
 EVENT_KEYS = ("collision", "off_road", "red_light", "speeding", "success", "cost")
@@ -316,3 +318,151 @@ class DiscretizeAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         x = np.asarray(continuous, dtype=np.float64).reshape(-1)
         idx = np.array([int(np.argmin(np.abs(c - v))) for c, v in zip(self.centres, x)])
         return int(np.ravel_multi_index(tuple(idx), tuple(self.bins))) if self.mode == "product" else idx
+
+
+class NonFiniteError(ValueError):
+    """An environment produced a NaN or infinite observation or reward."""
+
+
+class ActionError(ValueError):
+    """An action does not fit the environment's action space (shape, dtype or range of a discrete action)."""
+
+
+def _first_bad(x: np.ndarray) -> str:
+    """``"nan at [3]"``: the first non-finite entry of ``x`` and its index."""
+    flat = np.asarray(x, dtype=np.float64).reshape(-1)
+    i = int(np.flatnonzero(~np.isfinite(flat))[0])
+    where = np.unravel_index(i, np.shape(x)) if np.ndim(x) else ()
+    return f"{flat[i]} at {list(map(int, where))}"
+
+
+def _non_finite(value) -> str | None:
+    """A description of the first non-finite number in ``value`` (array, scalar or dict of arrays), or None."""
+    if isinstance(value, np.ndarray):  # the common case, kept cheap: one isfinite pass
+        if value.dtype.kind not in "fc" or np.isfinite(value).all():
+            return None
+        return _first_bad(value)
+    if isinstance(value, Mapping):
+        for key, v in value.items():
+            bad = _non_finite(v)
+            if bad is not None:
+                return f"[{key!r}] {bad}"
+        return None
+    if isinstance(value, (tuple, list)) and value and not np.isscalar(value[0]):
+        for k, v in enumerate(value):
+            bad = _non_finite(v)
+            if bad is not None:
+                return f"[{k}] {bad}"
+        return None
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fc" or np.isfinite(arr).all():  # integers and booleans are always finite
+        return None
+    return _first_bad(arr)
+
+
+class FiniteCheck(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Stop at the first NaN/inf observation or reward, and at an action that does not fit the action space.
+
+    A NaN that reaches a replay buffer silently poisons every later update; this wrapper turns it into
+    one error naming what was non-finite, its value and index, the step of the episode and the
+    episode. Actions are checked for shape and dtype (a ``Box`` action must be finite numbers of the
+    space's shape; a ``Discrete`` one an integer in range); out-of-bounds ``Box`` values pass, since
+    envs clip them.
+
+    :param env: the environment (vector or scalar reward).
+    :param check_actions: also check actions.
+    :raises NonFiniteError: on a non-finite observation (at ``reset`` or ``step``) or reward.
+    :raises ActionError: on an action of the wrong shape, dtype or (discrete) range.
+
+    >>> import gymnasium as gym
+    >>> env = FiniteCheck(VectorReward(gym.make("CartPole-v1"), ("alive", "bad"),
+    ...                                fn=lambda o, r, i: [r, float("nan")]))
+    >>> _ = env.reset(seed=0)
+    >>> env.step(0)
+    Traceback (most recent call last):
+    ...
+    morl.wrappers.NonFiniteError: reward 'bad' is nan at step 1 of episode 1 (reward [1.0, nan])
+    >>> env.step(1.5)
+    Traceback (most recent call last):
+    ...
+    morl.wrappers.ActionError: action 1.5 does not fit Discrete(2): a discrete action must be an integer, got float
+    """
+
+    def __init__(self, env: gym.Env, check_actions: bool = True):
+        gym.utils.RecordConstructorArgs.__init__(self, check_actions=check_actions)
+        super().__init__(env)
+        self.check_actions = bool(check_actions)
+        try:
+            self._names = tuple(env.get_wrapper_attr("objectives"))
+        except AttributeError:
+            self._names = None
+        self._step, self._episode = 0, 0
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._step, self._episode = 0, self._episode + 1
+        bad = _non_finite(obs)
+        if bad is not None:
+            raise NonFiniteError(f"observation is non-finite after reset (episode {self._episode}): {bad}")
+        return obs, info
+
+    def step(self, action):
+        if self.check_actions:
+            self._check_action(action)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._step += 1
+        bad = _non_finite(obs)
+        if bad is not None:
+            raise NonFiniteError(f"observation is non-finite at {self._where()}: {bad}")
+        if isinstance(reward, np.ndarray) and reward.dtype.kind == "f" and np.isfinite(reward).all():
+            return obs, reward, terminated, truncated, info  # the common case, without building messages
+        vec = np.asarray(reward, dtype=np.float64)
+        if vec.dtype.kind not in "fiub":
+            raise NonFiniteError(f"reward {reward!r} at {self._where()} is not a number")
+        if not np.isfinite(vec).all():
+            flat = vec.reshape(-1)
+            i = int(np.flatnonzero(~np.isfinite(flat))[0])
+            name = self._names[i] if self._names is not None and vec.ndim == 1 and i < len(self._names) else None
+            label = f"reward {name!r}" if name else ("reward" if vec.ndim == 0 else f"reward component {i}")
+            shown = f" (reward {flat.tolist()})" if vec.ndim else ""
+            raise NonFiniteError(f"{label} is {flat[i]} at {self._where()}{shown}")
+        return obs, reward, terminated, truncated, info
+
+    def _where(self) -> str:
+        return f"step {self._step} of episode {self._episode}"
+
+    def _check_action(self, action) -> None:
+        space = self.action_space
+        # fast paths for what SB3 passes: a numpy integer for Discrete, a float array of the right shape for Box
+        if isinstance(space, gym.spaces.Discrete):
+            if isinstance(action, (int, np.integer)) and not isinstance(action, bool) \
+                    and space.start <= action < space.start + space.n:
+                return
+        elif isinstance(space, gym.spaces.Box) and isinstance(action, np.ndarray) and action.shape == space.shape \
+                and action.dtype.kind == "f" and np.isfinite(action).all():
+            return
+        fail = lambda why: ActionError(f"action {action!r:.80} does not fit {space}: {why}")  # noqa: E731
+        try:
+            arr = np.asarray(action)
+        except Exception:  # noqa: BLE001 - ragged or exotic input: report it as an action error
+            raise fail("it is not an array") from None
+        if isinstance(space, gym.spaces.Discrete):
+            if arr.size != 1:
+                raise fail(f"a discrete action must be one integer, got shape {arr.shape}")
+            if arr.dtype.kind not in "iu":
+                raise fail(f"a discrete action must be an integer, got {type(action).__name__}"
+                           if arr.ndim == 0 else f"a discrete action must be an integer, got dtype {arr.dtype}")
+            if not space.contains(np.int64(arr.reshape(-1)[0])):
+                raise fail(f"it is outside {space.start}..{space.start + space.n - 1}")
+        elif isinstance(space, gym.spaces.MultiDiscrete):
+            if arr.shape != space.shape or arr.dtype.kind not in "iu":
+                raise fail(f"expected integers of shape {space.shape}, got dtype {arr.dtype} shape {arr.shape}")
+            if not space.contains(arr.astype(space.dtype)):
+                raise fail("an entry is out of range")
+        elif isinstance(space, gym.spaces.Box):
+            if arr.dtype.kind not in "fiu":
+                raise fail(f"expected numbers, got dtype {arr.dtype}")
+            if arr.shape != space.shape and arr.size != int(np.prod(space.shape)):
+                raise fail(f"expected shape {space.shape}, got shape {arr.shape}")
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise fail(f"non-finite entry {_first_bad(arr)}")

@@ -83,7 +83,10 @@ def load_route(path) -> dict:
         p = ROUTES_DIR / p.name
     if not p.exists():
         raise FileNotFoundError(f"route file {str(path)!r} not found (also looked in {ROUTES_DIR})")
-    data = json.loads(p.read_text())
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"route file {p}: invalid JSON: {e}") from None
     points = data.get("waypoints") if isinstance(data, dict) else None
     return {"town": data.get("town") if isinstance(data, dict) else None,
             "waypoints": _check_anchors(points, f"route file {p}: 'waypoints'")}

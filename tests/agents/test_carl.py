@@ -9,9 +9,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 
-from agents.carl import BetaDistribution, BetaPolicy, CaRLPPO, CaRLReward
+from agents.carl import BetaDistribution, BetaPolicy, CaRLPPO
 from agents.carl.carl_ppo import clipped_value_loss
-from morl.wrappers import Scalarize
 
 
 def test_beta_distribution_change_of_variables():

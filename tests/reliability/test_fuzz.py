@@ -1,0 +1,165 @@
+"""Hypothesis fuzzing: the preorder parser and the config loader raise only their documented errors.
+
+``Preorder.parse`` may raise :class:`~morl.preorder.PreorderError` and nothing else, whatever it is
+given; ``config_from_dict`` / ``load_config`` may raise :class:`~morl.config.ConfigError` and nothing
+else. Every error message must name something (it is never empty).
+"""
+
+import string
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from morl.config import ConfigError, config_from_dict, load_config
+from morl.preorder import Preorder, PreorderError
+
+NAMES = st.sampled_from(["safety", "rules", "progress", "comfort", "a", "b", "", " ", "1x", "x y", "é"])
+TOKENS = st.sampled_from([">", ",", ";", " ", "safety", "rules", "progress", "a", "b", ">>", ",,", "\n", "-"])
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                    st.text(max_size=8), NAMES)
+ANYTHING = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.tuples(inner, inner),
+    st.dictionaries(st.one_of(NAMES, st.text(max_size=5), st.integers(-3, 3)), inner, max_size=4)), max_leaves=12)
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _parse_or_preorder_error(spec):
+    try:
+        p = Preorder.parse(spec)
+    except PreorderError as exc:
+        assert str(exc)
+        return None
+    # whatever parses is a valid preorder that round-trips through its string form
+    assert Preorder.parse(str(p)) == p
+    return p
+
+
+@FUZZ
+@given(st.text(max_size=40))
+def test_preorder_random_text(text):
+    _parse_or_preorder_error(text)
+
+
+@FUZZ
+@given(st.lists(TOKENS, max_size=12).map("".join))
+def test_preorder_token_soup(text):
+    _parse_or_preorder_error(text)
+
+
+@FUZZ
+@given(ANYTHING)
+def test_preorder_random_structures(spec):
+    _parse_or_preorder_error(spec)
+
+
+@FUZZ
+@given(st.fixed_dictionaries({"objectives": ANYTHING}, optional={"greater": ANYTHING, "ties": ANYTHING}))
+def test_preorder_random_pair_mappings(spec):
+    _parse_or_preorder_error(spec)
+
+
+@FUZZ
+@given(st.lists(st.lists(NAMES, max_size=3), max_size=4), st.lists(st.tuples(NAMES, NAMES), max_size=4))
+def test_preorder_levels_and_pairs(levels, pairs):
+    _parse_or_preorder_error(levels)
+    _parse_or_preorder_error({"objectives": [n for lv in levels for n in lv], "greater": pairs})
+
+
+# ------------------------------------------------------------------------------------------ config
+SECTION_KEYS = {
+    "env": ["factory", "id", "scenario", "kwargs", "wrappers", "preorder", "weights", "gamma", "imports", "make_vec"],
+    "agent": ["name", "policy", "kwargs", "learning_rate", "gamma", "buffer_size"],
+    "train": ["total_timesteps", "seed", "n_envs", "device", "checkpoint_every", "vec_env", "progress_bar"],
+    "eval": ["episodes", "deterministic", "seeds", "bootstrap_reps"],
+    "output": ["root"],
+    "sweep": ["seeds", "grid", "backend", "max_workers"],
+}
+# Values that reach imports are drawn from names that are safe to import (no side effects).
+SAFE_VALUES = st.one_of(SCALARS, st.sampled_from([
+    "morl.registry:two_objective_cartpole", "morl.registry:nothing", "no_such_module:f", ":", "a:b:c", ".rel:f",
+    "CartPole-v1", "DQN", "PPO", "Nope", "MlpPolicy", "balance > centred", "balance > balance", "cpu", "gpu",
+    "", "..", "../escape", "a/b", "x" * 300, "json", "morl"]), ANYTHING)
+MODULE_REFS = st.sampled_from(["", ".", ".x", "..x", "a..b", "json", "morl.no_such", "morl.registry", 3, None])
+SAFE_VALUES = st.one_of(SAFE_VALUES, st.lists(MODULE_REFS, max_size=2),
+                        st.lists(st.fixed_dictionaries({"name": st.one_of(MODULE_REFS, SAFE_VALUES)}), max_size=2),
+                        st.dictionaries(st.one_of(st.integers(-2, 2), NAMES), SCALARS, max_size=3))
+
+
+@st.composite
+def configs(draw):
+    data = {}
+    for section, keys in SECTION_KEYS.items():
+        if draw(st.booleans()):
+            data[section] = draw(st.one_of(
+                st.dictionaries(st.sampled_from(keys), SAFE_VALUES, max_size=5),
+                SAFE_VALUES))
+    if draw(st.booleans()):
+        data["name"] = draw(SAFE_VALUES)
+    if draw(st.booleans()):
+        data[draw(st.text(max_size=6))] = draw(SAFE_VALUES)
+    return data
+
+
+def _valid_base():
+    return {"name": "fuzz", "env": {"factory": "morl.registry:two_objective_cartpole", "preorder": "balance > centred"},
+            "agent": {"name": "DQN"}, "train": {"total_timesteps": 10}}
+
+
+@FUZZ
+@given(configs())
+def test_config_random_mappings(data):
+    try:
+        config_from_dict(data, "fuzz.yaml")
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.yaml: ") and exc.problem
+
+
+@FUZZ
+@given(st.sampled_from(list(SECTION_KEYS)), st.data())
+def test_config_one_field_mutated_from_a_valid_base(section, data):
+    cfg = _valid_base()
+    key = data.draw(st.sampled_from(SECTION_KEYS[section]))
+    cfg.setdefault(section, {})[key] = data.draw(SAFE_VALUES)
+    try:
+        config_from_dict(cfg, "fuzz.yaml")
+    except ConfigError as exc:
+        assert exc.path and exc.problem
+
+
+@FUZZ
+@given(ANYTHING)
+def test_config_non_mapping_roots(data):
+    try:
+        config_from_dict(data, "fuzz.yaml")
+    except ConfigError as exc:
+        assert exc.problem
+
+
+@pytest.fixture(scope="module")
+def yaml_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz_yaml")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet=string.printable + "é\t", max_size=60))
+def test_load_config_random_yaml_text(yaml_dir, text):
+    path = yaml_dir / "fuzz.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert str(exc).startswith(f"{path}: ")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(configs(), st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyz.=_0123", max_size=15), max_size=2))
+def test_load_config_dumped_mappings_with_overrides(yaml_dir, data, overrides):
+    path = yaml_dir / "fuzz2.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    try:
+        load_config(path, overrides)
+    except ConfigError as exc:
+        assert exc.problem
