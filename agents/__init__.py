@@ -2,6 +2,7 @@
 
 from agents.carl import CaRLPPO, CaRLReward
 from agents.d2oc import D2OC, SMC, Lloyd
+from agents.iqn import IQN, QDIQN, EnsembleIQN
 from agents.subpo import ModPO, SubPO
 
-__all__ = ["CaRLPPO", "CaRLReward", "D2OC", "Lloyd", "ModPO", "SMC", "SubPO"]
+__all__ = ["CaRLPPO", "CaRLReward", "D2OC", "EnsembleIQN", "IQN", "Lloyd", "ModPO", "QDIQN", "SMC", "SubPO"]

@@ -1,0 +1,386 @@
+"""Implicit quantile networks and the SB3 policies that act with them.
+
+One network class serves the three agents of this package. It maps an observation and a set of
+quantile fractions ``tau`` to quantiles ``Z(s, a; tau)`` for ``H`` heads and ``|A|`` actions, shape
+``[B, N, H, A]``:
+
+- :class:`~agents.iqn.IQN`: ``H = 1`` (the scalarised return);
+- :class:`~agents.iqn.QDIQN`: ``H = m``, one head per objective on a shared trunk;
+- :class:`~agents.iqn.EnsembleIQN`: ``H = E`` ensemble members on a shared trunk (Bootstrapped DQN
+  layout, Osband et al. 2016).
+
+Architecture (IQN, Dabney et al. 2018, Eq. 4)::
+
+    psi(s)     = act(W_psi f(s))                                   f: SB3 features extractor
+    phi(tau)   = ReLU(W_phi [cos(pi i tau)]_{i=1..n_cos} + b_phi)   cosine embedding, i from 1 as in
+                                                                   Dopamine and fqf-iqn-qrdqn
+    Z(s,.;tau) = MLP(psi(s) * phi(tau))  -> H x |A|                 Hadamard product, then the head
+
+``net_arch[0]`` is the embedding width ``d`` of ``psi`` and ``phi``; ``net_arch[1:]`` are the hidden
+layers after the product, so ``net_arch=[64, 64]`` costs about what QR-DQN's ``[64, 64]`` costs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.torch_layers import (
+    BaseFeaturesExtractor,
+    CombinedExtractor,
+    FlattenExtractor,
+    NatureCNN,
+    create_mlp,
+)
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from morl.dominance import optimal_subset
+from morl.preorder import Preorder
+
+__all__ = [
+    "TIE_BREAKS",
+    "CnnPolicy",
+    "CosineTauEmbedding",
+    "IQNPolicy",
+    "ImplicitQuantileNetwork",
+    "MlpPolicy",
+    "MultiInputPolicy",
+    "QDCnnPolicy",
+    "QDIQNPolicy",
+    "QDMlpPolicy",
+    "QDMultiInputPolicy",
+    "masked_argmax",
+    "tau_grid",
+    "tie_break_scores",
+]
+
+TIE_BREAKS = ("lowest_mean", "sum_mean", "random")
+
+
+def tau_grid(k: int, device: th.device | str = "cpu") -> th.Tensor:
+    """The deterministic fractions ``(j + 0.5) / k``, ``j = 0..k-1`` (mid-points, sorted)."""
+    if k < 1:
+        raise ValueError(f"the number of quantile fractions must be >= 1, got {k}")
+    return (th.arange(k, device=device, dtype=th.float32) + 0.5) / k
+
+
+class CosineTauEmbedding(nn.Module):
+    """``phi(tau) = ReLU(Linear(cos(pi * i * tau)))`` for ``i = 1..n_cos`` (IQN Eq. 4).
+
+    :param n_cos: number of cosine features.
+    :param out_dim: embedding width (must equal the state embedding width).
+    """
+
+    def __init__(self, n_cos: int, out_dim: int):
+        super().__init__()
+        if n_cos < 1:
+            raise ValueError(f"n_cos must be >= 1, got {n_cos}")
+        self.n_cos = n_cos
+        # Not persistent: a constant, rebuilt on load, keeps the state dict to learned weights.
+        self.register_buffer("freqs", math.pi * th.arange(1, n_cos + 1, dtype=th.float32), persistent=False)
+        self.linear = nn.Linear(n_cos, out_dim)
+
+    def forward(self, taus: th.Tensor) -> th.Tensor:
+        """:param taus: fractions ``[..., N]``. :return: embeddings ``[..., N, out_dim]``."""
+        return th.relu(self.linear(th.cos(taus.unsqueeze(-1) * self.freqs)))
+
+
+class ImplicitQuantileNetwork(BasePolicy):
+    """Quantiles ``Z(s, a; tau)`` for ``n_heads`` heads, on a shared trunk.
+
+    :param observation_space: observation space.
+    :param action_space: discrete action space.
+    :param features_extractor: SB3 features extractor.
+    :param features_dim: its output width.
+    :param n_heads: output heads (1 for IQN, m objectives for QD-IQN, E members for the ensemble).
+    :param net_arch: ``[d, hidden...]``: embedding width, then hidden layers after the product.
+    :param n_cos: cosine features of the tau embedding (64 in IQN).
+    :param activation_fn: activation of the trunk and the head.
+    :param normalize_images: divide image observations by 255.
+    """
+
+    action_space: spaces.Discrete
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Discrete,
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        n_heads: int = 1,
+        net_arch: list[int] | None = None,
+        n_cos: int = 64,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+    ):
+        super().__init__(observation_space, action_space, features_extractor=features_extractor,
+                         normalize_images=normalize_images)
+        net_arch = [64, 64] if net_arch is None else list(net_arch)
+        if not net_arch or any(int(w) < 1 for w in net_arch):
+            raise ValueError(f"net_arch must be a non-empty list of positive widths, got {net_arch}")
+        if n_heads < 1:
+            raise ValueError(f"n_heads must be >= 1, got {n_heads}")
+        self.net_arch = net_arch
+        self.n_cos = n_cos
+        self.n_heads = n_heads
+        self.activation_fn = activation_fn
+        self.features_dim = features_dim
+        self.n_actions = int(action_space.n)
+        d = net_arch[0]
+        self.psi = nn.Sequential(nn.Linear(features_dim, d), activation_fn())
+        self.phi = CosineTauEmbedding(n_cos, d)
+        self.head = nn.Sequential(*create_mlp(d, n_heads * self.n_actions, net_arch[1:], activation_fn))
+
+    def embed(self, obs: PyTorchObs) -> th.Tensor:
+        """State embedding ``psi(s)``, ``[B, d]``; reuse it for several tau sets."""
+        return self.psi(self.extract_features(obs, self.features_extractor))
+
+    def quantiles(self, psi: th.Tensor, *taus: th.Tensor) -> th.Tensor:
+        """Quantiles at one or several fraction sets, concatenated along the fraction axis.
+
+        :param psi: state embedding ``[B, d]``.
+        :param taus: fraction sets, each ``[N]`` (shared by the batch: embedded once) or ``[B, N]``.
+        :return: ``[B, sum N, H, A]``; several sets go through the head in one pass.
+        """
+        rows = []
+        for t in taus:
+            phi = self.phi(t)
+            rows.append(psi.unsqueeze(1) * (phi.unsqueeze(0) if phi.dim() == 2 else phi))
+        h = rows[0] if len(rows) == 1 else th.cat(rows, dim=1)
+        out = self.head(h)
+        return out.view(psi.shape[0], out.shape[1], self.n_heads, self.n_actions)
+
+    def forward(self, obs: PyTorchObs, taus: th.Tensor) -> th.Tensor:
+        return self.quantiles(self.embed(obs), taus)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> th.Tensor:
+        raise NotImplementedError("act through IQNPolicy, which owns the acting rule")
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update({"net_arch": self.net_arch, "features_dim": self.features_dim, "n_heads": self.n_heads,
+                         "n_cos": self.n_cos, "activation_fn": self.activation_fn,
+                         "features_extractor": self.features_extractor})
+        return data
+
+
+def masked_argmax(scores: th.Tensor, mask: th.Tensor) -> th.Tensor:
+    """Argmax of ``scores [B, A]`` over the actions where ``mask [B, A]`` is True (never empty)."""
+    return scores.masked_fill(~mask, -math.inf).argmax(dim=-1)
+
+
+def tie_break_scores(mean_z: th.Tensor, mode: str, last_level: th.Tensor) -> th.Tensor:
+    """Scores ``[B, A]`` used to pick one action inside an optimal subset.
+
+    :param mean_z: per-objective means ``[B, m, A]``.
+    :param mode: ``"lowest_mean"`` (mean of the lowest-precedence level, summed over its objectives),
+        ``"sum_mean"`` (sum of all objectives' means) or ``"random"`` (uniform within the subset).
+    :param last_level: indices of the objectives in the lowest-precedence level.
+    """
+    if mode == "lowest_mean":
+        return mean_z.index_select(1, last_level).sum(dim=1)
+    if mode == "sum_mean":
+        return mean_z.sum(dim=1)
+    if mode == "random":
+        return th.rand(mean_z.shape[0], mean_z.shape[2], device=mean_z.device)
+    raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {mode!r}")
+
+
+class IQNPolicy(BasePolicy):
+    """Online and target implicit quantile networks; acts greedily on the mean over heads and taus.
+
+    Acting uses the deterministic grid of ``n_quantiles_act`` mid-point fractions (not fresh samples),
+    so ``predict(deterministic=True)`` is a function of the observation. With ``n_heads > 1`` the
+    action maximises the mean over heads (the ensemble mean for :class:`~agents.iqn.EnsembleIQN`).
+
+    :param observation_space: observation space.
+    :param action_space: discrete action space.
+    :param lr_schedule: learning-rate schedule.
+    :param n_heads: output heads.
+    :param n_quantiles_act: K, fractions of the acting grid.
+    :param risk_eta: the acting grid covers ``(0, risk_eta]``: ``(k + 0.5) / K * risk_eta``. ``1`` is
+        risk-neutral (the mean); ``< 1`` acts on the lower tail, i.e. CVaR at level ``risk_eta``
+        (IQN paper Sec. 3.1, risk-sensitive policies by distorting the fractions).
+    :param net_arch: ``[d, hidden...]`` (see :class:`ImplicitQuantileNetwork`).
+    :param n_cos: cosine features of the tau embedding.
+    :param activation_fn: activation function.
+    :param features_extractor_class: SB3 features extractor.
+    :param features_extractor_kwargs: its keyword arguments.
+    :param normalize_images: divide image observations by 255.
+    :param optimizer_class: optimiser (Adam).
+    :param optimizer_kwargs: optimiser keyword arguments, learning rate excluded.
+    """
+
+    quantile_net: ImplicitQuantileNetwork
+    quantile_net_target: ImplicitQuantileNetwork
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Discrete,
+        lr_schedule: Schedule,
+        n_heads: int = 1,
+        n_quantiles_act: int = 32,
+        risk_eta: float = 1.0,
+        net_arch: list[int] | None = None,
+        n_cos: int = 64,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ):
+        super().__init__(observation_space, action_space, features_extractor_class, features_extractor_kwargs,
+                         optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs,
+                         normalize_images=normalize_images)
+        if not isinstance(action_space, spaces.Discrete):
+            raise TypeError(f"IQN policies need a Discrete action space, got {action_space}")
+        if net_arch is None:
+            net_arch = [512] if features_extractor_class == NatureCNN else [64, 64]
+        self.n_heads = n_heads
+        if not 0.0 < float(risk_eta) <= 1.0:
+            raise ValueError(f"risk_eta must be in (0, 1], got {risk_eta}")
+        self.n_quantiles_act = n_quantiles_act
+        self.risk_eta = float(risk_eta)
+        self.net_arch = net_arch
+        self.n_cos = n_cos
+        self.activation_fn = activation_fn
+        self.net_args = {"observation_space": self.observation_space, "action_space": self.action_space,
+                             "n_heads": n_heads, "net_arch": net_arch, "n_cos": n_cos, "activation_fn": activation_fn,
+                             "normalize_images": normalize_images}
+        self.register_buffer("act_taus", tau_grid(n_quantiles_act) * self.risk_eta, persistent=False)
+        self._build(lr_schedule)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self.quantile_net = self.make_quantile_net()
+        self.quantile_net_target = self.make_quantile_net()
+        self.quantile_net_target.load_state_dict(self.quantile_net.state_dict())
+        self.quantile_net_target.set_training_mode(False)
+        self.optimizer = self.optimizer_class(self.quantile_net.parameters(), lr=lr_schedule(1),
+                                              **self.optimizer_kwargs)
+
+    def make_quantile_net(self) -> ImplicitQuantileNetwork:
+        net_args = self._update_features_extractor(self.net_args, features_extractor=None)
+        return ImplicitQuantileNetwork(**net_args).to(self.device)
+
+    def act_quantiles(self, obs: PyTorchObs) -> th.Tensor:
+        """Online quantiles on the acting grid, ``[B, K, H, A]``."""
+        return self.quantile_net(obs, self.act_taus)
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
+        return self._predict(obs, deterministic=deterministic)
+
+    def _predict(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
+        return self.act_quantiles(obs).mean(dim=(1, 2)).argmax(dim=1)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update({"n_heads": self.n_heads, "n_quantiles_act": self.n_quantiles_act, "risk_eta": self.risk_eta,
+                         "net_arch": self.net_arch,
+                         "n_cos": self.n_cos, "activation_fn": self.activation_fn, "lr_schedule": self._dummy_schedule,
+                         "optimizer_class": self.optimizer_class, "optimizer_kwargs": self.optimizer_kwargs,
+                         "features_extractor_class": self.features_extractor_class,
+                         "features_extractor_kwargs": self.features_extractor_kwargs})
+        return data
+
+    def set_training_mode(self, mode: bool) -> None:
+        self.quantile_net.set_training_mode(mode)
+        self.training = mode
+
+
+class QDIQNPolicy(IQNPolicy):
+    """Multi-head IQN policy that acts on the preorder's optimal subset (quantile dominance).
+
+    The greedy action is ``tie_break(optimal_subset(Z(s, .; tau_grid)))``: the quantiles of every
+    objective on the deterministic acting grid go through :func:`morl.dominance.optimal_subset`
+    under ``preorder``, and one action is picked inside the subset by ``tie_break``.
+
+    :param preorder: the preorder over the objectives, objectives in head order.
+    :param theta: quantile-dominance threshold.
+    :param delta: per-objective indifference margins (``m`` floats).
+    :param tie_break: one of :data:`TIE_BREAKS`.
+    :param kwargs: the :class:`IQNPolicy` parameters (``n_heads`` is set to ``m``).
+    """
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Discrete, lr_schedule: Schedule,
+                 preorder: Preorder | str | None = None, theta: float = 0.75, delta: tuple[float, ...] | None = None,
+                 tie_break: str = "lowest_mean", **kwargs):
+        if preorder is None:
+            raise ValueError("QDIQNPolicy needs a preorder")
+        preorder = Preorder.parse(preorder)
+        m = preorder.m
+        kwargs["n_heads"] = m
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
+        delta = tuple(float(x) for x in ((0.0,) * m if delta is None else delta))
+        if len(delta) != m:
+            raise ValueError(f"delta needs one margin per objective ({m}: {preorder.objectives}), got {delta}")
+        self.preorder = preorder
+        self.theta = float(theta)
+        self.delta = delta
+        self.tie_break = tie_break
+        self.register_buffer("delta_t", th.tensor(delta, dtype=th.float32), persistent=False)
+        self.register_buffer("last_level", th.tensor(preorder.level_indices[-1], dtype=th.long), persistent=False)
+        # Running sum of acting-subset sizes (a tensor: no device sync in the acting loop).
+        self.subset_size_sum = th.zeros((), device=self.device)
+        self.subset_size_count = 0
+
+    def subset(self, z: th.Tensor) -> th.Tensor:
+        """Optimal subset ``[B, A]`` from quantiles ``z`` laid out ``[B, K, m, A]``."""
+        return optimal_subset(z.permute(0, 2, 3, 1), self.preorder, self.theta, self.delta_t)
+
+    def select(self, z: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """One action per state from ``z [B, K, m, A]``: ``(actions [B], subset mask [B, A])``."""
+        mask = self.subset(z)
+        scores = tie_break_scores(z.mean(dim=1), self.tie_break, self.last_level)
+        return masked_argmax(scores, mask), mask
+
+    def _predict(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
+        actions, mask = self.select(self.act_quantiles(obs))
+        self.subset_size_sum = self.subset_size_sum.to(mask.device) + mask.sum(dim=1).float().mean()
+        self.subset_size_count += 1
+        return actions
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.pop("n_heads", None)
+        data.update({"preorder": self.preorder, "theta": self.theta, "delta": self.delta, "tie_break": self.tie_break})
+        return data
+
+
+class CnnPolicy(IQNPolicy):
+    """:class:`IQNPolicy` with the Nature CNN features extractor (image observations)."""
+
+    def __init__(self, *args, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+class MultiInputPolicy(IQNPolicy):
+    """:class:`IQNPolicy` for dict observations."""
+
+    def __init__(self, *args, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+class QDCnnPolicy(QDIQNPolicy):
+    """:class:`QDIQNPolicy` with the Nature CNN features extractor."""
+
+    def __init__(self, *args, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+class QDMultiInputPolicy(QDIQNPolicy):
+    """:class:`QDIQNPolicy` for dict observations."""
+
+    def __init__(self, *args, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+MlpPolicy = IQNPolicy
+QDMlpPolicy = QDIQNPolicy

@@ -1,0 +1,227 @@
+"""QD-IQN: IQN with one return distribution per objective, acting through a preorder.
+
+"Beyond Scalar Rewards: Distributional RL with Preordered Objectives for Safe and Reliable
+Autonomous Driving" (Abouelazm, Michel et al., ICRA 2026, arXiv 2603.20230; the authors call it
+Pr-IQN). Its method section is not available; this is the reconstruction of
+``shared/research/prmomdp-qd-iqn.md`` §4–5, with every open choice a documented parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch as th
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+
+from agents.iqn.iqn import IQN
+from agents.iqn.policies import (
+    TIE_BREAKS,
+    QDCnnPolicy,
+    QDIQNPolicy,
+    QDMlpPolicy,
+    QDMultiInputPolicy,
+)
+from morl.dominance import level_subsets
+from morl.preorder import Preorder
+
+__all__ = ["QDIQN"]
+
+TARGET_MODES = ("shared", "per_objective")
+
+
+class QDIQN(IQN):
+    """Preordered multi-objective IQN with quantile-dominance action filtering.
+
+    One IQN quantile head per objective on a shared trunk (state embedding, cosine tau embedding,
+    hidden layers), trained on the reward vector that :class:`morl.buffers.MOReplayBuffer` keeps
+    from ``info["vector_reward"]``. Per objective ``k`` (paper: Pr-MOMDP with a preorder over the
+    reward components)::
+
+        C*(s)    = optimal_subset(Z(s, .; tau_grid), preorder, theta, delta)     morl.dominance
+        a(s)     = tie_break(C*(s))                                                acting (greedy)
+        y_k,j    = r_k + gamma (1 - done) Z_target,k(s', a*_k; tau'_j)             Bellman target
+        loss     = sum_k w_k QuantileHuber(Z_k(s, a; tau_1..N), y_k,1..N')
+
+    Choices the paper leaves open (ours; each a parameter):
+
+    - ``theta`` / ``delta``: quantile-dominance threshold and per-objective indifference margins
+      (``delta`` in each objective's return units; a scalar applies to all). Default ``theta=0.75``:
+      a majority of three quarters of the quantiles must be better by more than ``delta_k``.
+    - ``target_mode="shared"`` (default): one next action ``a* = tie_break(C*(s'))`` for every
+      objective, the action the greedy policy would take, so each head learns the return of the
+      executed policy. ``"per_objective"``: ``a*_k = argmax`` of objective ``k``'s mean over the
+      actions left after the levels strictly above ``k`` (``morl.dominance.level_subsets``), so a
+      low-precedence head learns its best value inside what the higher levels admit.
+    - ``tie_break`` inside the subset: ``"lowest_mean"`` (default; argmax of the mean of the
+      lowest-precedence level, summed over its objectives — deterministic, as in thresholded
+      lexicographic Q-learning, which spends the leftover freedom on the last objective),
+      ``"sum_mean"`` (argmax of the sum of all means) or ``"random"`` (uniform in the subset).
+    - ``double_q`` / ``select_taus`` (from :class:`~agents.iqn.IQN`): the subset of ``s'`` is
+      computed on the target network (default) or the online one, on the deterministic tau grid
+      (default) or on sampled fractions. Acting always uses the grid, so QD compares every action
+      at the same fractions and ``predict`` is deterministic.
+    - ``risk_eta`` (from :class:`~agents.iqn.IQN`): QD compares the quantiles on the grid over
+      ``(0, risk_eta]``. With the full grid (``1``, default) and ``theta = 0.75`` an action whose
+      collision risk is below 75 % is never dominated on safety (its upper quantiles equal the safe
+      action's); on ``(0, eta]`` a risk ``p`` shows on a fraction ``p / eta`` of the grid, so
+      ``eta = 0.25`` exposes risks from about 19 %. This is CVaR-style distortion (IQN Sec. 3.1), ours.
+    - ``objective_weights``: the per-objective loss weights ``w_k`` (default all 1).
+    - One discount ``gamma`` for all objectives.
+
+    With one objective, ``theta=1`` and any ``delta >= 0``, the subset always holds the greedy
+    action (an action that dominates it at every quantile would have a larger mean), so the
+    targets equal :class:`~agents.iqn.IQN`'s; for ``theta < 1`` they may differ.
+
+    The mean optimal-subset size is logged as ``train/optimal_subset_size`` (in the targets) and
+    ``rollout/optimal_subset_size`` (when acting).
+
+    :param policy: "MlpPolicy", "CnnPolicy", "MultiInputPolicy" or a :class:`QDIQNPolicy` subclass.
+    :param env: environment with ``info["vector_reward"]`` (e.g. wrapped in ``morl.wrappers.Scalarize``).
+    :param preorder: a :class:`~morl.preorder.Preorder` or a string / levels it parses; ``None``
+        reads ``env.get_attr("preorder")``. Reindexed to ``env.get_attr("objectives")`` when the env
+        has them; otherwise its objective order is the order of the reward vector.
+    :param theta: QD threshold in (0.5, 1].
+    :param delta: indifference margin, a scalar or one per objective.
+    :param target_mode: "shared" or "per_objective".
+    :param tie_break: "lowest_mean", "sum_mean" or "random".
+    :param objective_weights: loss weight per objective (``None``: all 1).
+    :param kwargs: every :class:`~agents.iqn.IQN` parameter.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": QDMlpPolicy,
+        "CnnPolicy": QDCnnPolicy,
+        "MultiInputPolicy": QDMultiInputPolicy,
+    }
+    policy: QDIQNPolicy
+
+    def __init__(
+        self,
+        policy: str | type[QDIQNPolicy],
+        env: GymEnv | str | None,
+        preorder: Preorder | str | list | None = None,
+        theta: float = 0.75,
+        delta: float | tuple[float, ...] = 0.0,
+        target_mode: str = "shared",
+        tie_break: str = "lowest_mean",
+        objective_weights: tuple[float, ...] | None = None,
+        learning_rate: float | Schedule = 5e-5,
+        _init_setup_model: bool = True,
+        **kwargs: Any,
+    ):
+        if not 0.5 < float(theta) <= 1.0:
+            raise ValueError(f"theta must be in (0.5, 1], got {theta}")
+        if target_mode not in TARGET_MODES:
+            raise ValueError(f"target_mode must be one of {TARGET_MODES}, got {target_mode!r}")
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
+        self.preorder = preorder
+        self.theta = float(theta)
+        self.delta = delta
+        self.target_mode = target_mode
+        self.tie_break = tie_break
+        self.objective_weights = objective_weights
+        super().__init__(policy, env, learning_rate=learning_rate, _init_setup_model=False, **kwargs)
+        if _init_setup_model:
+            self._setup_model()
+
+    # ------------------------------------------------------------------ setup
+    def _resolve_preorder(self) -> Preorder:
+        preorder, objectives = self.preorder, None
+        if self.env is not None:
+            try:
+                objectives = tuple(self.env.get_attr("objectives")[0])
+            except (AttributeError, KeyError, NotImplementedError):
+                objectives = None
+            if preorder is None:
+                try:
+                    preorder = self.env.get_attr("preorder")[0]
+                except (AttributeError, KeyError, NotImplementedError):
+                    preorder = None
+        if preorder is None:
+            raise ValueError("QDIQN needs a preorder: pass preorder='a > b > ...' or use an env with a 'preorder' "
+                             "attribute (morl.wrappers.WithPreorder)")
+        preorder = Preorder.parse(preorder)
+        return preorder.reindexed(objectives) if objectives is not None else preorder
+
+    def _setup_model(self) -> None:
+        self.preorder = self._resolve_preorder()
+        m = self.preorder.m
+        delta = self.delta
+        delta = (float(delta),) * m if isinstance(delta, (int, float)) else tuple(float(x) for x in delta)
+        if len(delta) != m or any(d < 0 for d in delta):
+            raise ValueError(f"delta needs {m} non-negative margins ({', '.join(self.preorder.objectives)}), "
+                             f"got {self.delta}")
+        self.delta = delta
+        weights = (1.0,) * m if self.objective_weights is None else tuple(float(w) for w in self.objective_weights)
+        if len(weights) != m:
+            raise ValueError(f"objective_weights needs {m} entries ({', '.join(self.preorder.objectives)}), "
+                             f"got {self.objective_weights}")
+        self.objective_weights = weights
+        if self.replay_buffer_class is None:
+            from morl.buffers import MOReplayBuffer
+
+            self.replay_buffer_class = MOReplayBuffer
+        if "reward_dim" not in self.replay_buffer_kwargs and getattr(self.replay_buffer_class, "__name__", "") \
+                == "MOReplayBuffer":
+            self.replay_buffer_kwargs["reward_dim"] = m
+        self.policy_kwargs.update(preorder=self.preorder, theta=self.theta, delta=self.delta, tie_break=self.tie_break)
+        super()._setup_model()
+        self._weights_t = th.tensor(weights, dtype=th.float32, device=self.device)
+        # Level of each objective, and an all-true row, for the per-objective target.
+        level_of = [0] * m
+        for li, level in enumerate(self.preorder.level_indices):
+            for k in level:
+                level_of[k] = li
+        self._level_of = th.tensor(level_of, dtype=th.long, device=self.device)
+        self._subset_size_sum = th.zeros((), device=self.device)
+        self._subset_size_count = 0
+
+    # ------------------------------------------------------------------ training hooks
+    def _rewards(self, replay_data) -> th.Tensor:
+        rewards = replay_data.rewards
+        m = self.preorder.m
+        if rewards.dim() != 2 or rewards.shape[1] != m:
+            raise ValueError(f"QDIQN needs vector rewards [batch, {m}] from the replay buffer, got "
+                             f"{tuple(rewards.shape)}: use morl.buffers.MOReplayBuffer and an env that puts "
+                             "info['vector_reward']")
+        return rewards
+
+    def _next_actions(self, z_select: th.Tensor) -> th.Tensor:
+        batch, m = z_select.shape[0], z_select.shape[2]
+        if self.target_mode == "shared":
+            actions, mask = self.policy.select(z_select)
+            self._subset_size_sum = self._subset_size_sum + mask.sum(dim=1).float().mean()
+            self._subset_size_count += 1
+            return actions.unsqueeze(1).expand(batch, m)
+        # per_objective: admissible set of objective k = subset after the levels strictly above k.
+        subsets = level_subsets(z_select.permute(0, 2, 3, 1), self.preorder, self.theta, self.policy.delta_t)
+        self._subset_size_sum = self._subset_size_sum + subsets[-1].sum(dim=1).float().mean()
+        self._subset_size_count += 1
+        before = th.stack([th.ones_like(subsets[0]), *subsets[:-1]], dim=1)  # [B, L, A]
+        admissible = before.index_select(1, self._level_of)  # [B, m, A]
+        return z_select.mean(dim=1).masked_fill(~admissible, float("-inf")).argmax(dim=-1)
+
+    def _combine_losses(self, per_head: th.Tensor, weights: th.Tensor | None) -> th.Tensor:
+        return (per_head * self._weights_t).sum(dim=1).mean()
+
+    def _record_train_stats(self) -> None:
+        if self._subset_size_count:
+            self.logger.record("train/optimal_subset_size", (self._subset_size_sum / self._subset_size_count).item())
+            self._subset_size_sum = th.zeros((), device=self.device)
+            self._subset_size_count = 0
+        if self.policy.subset_size_count:
+            self.logger.record("rollout/optimal_subset_size",
+                               (self.policy.subset_size_sum / self.policy.subset_size_count).item())
+            self.policy.subset_size_sum = th.zeros((), device=self.device)
+            self.policy.subset_size_count = 0
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_weights_t", "_level_of", "_subset_size_sum"]
+
+    def learn(self, total_timesteps: int, callback=None, log_interval: int = 4, tb_log_name: str = "QDIQN",
+              reset_num_timesteps: bool = True, progress_bar: bool = False):
+        return super().learn(total_timesteps=total_timesteps, callback=callback, log_interval=log_interval,
+                             tb_log_name=tb_log_name, reset_num_timesteps=reset_num_timesteps,
+                             progress_bar=progress_bar)

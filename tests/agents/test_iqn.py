@@ -1,0 +1,223 @@
+"""Tests of the IQN building blocks, the scalar IQN agent and the EnsembleIQN baseline."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.callbacks import (
+    CheckpointCallback,
+    EvalCallback,
+    StopTrainingOnRewardThreshold,
+)
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+
+from agents.iqn import IQN, EnsembleIQN, quantile_huber_loss
+from agents.iqn.policies import CosineTauEmbedding, tau_grid
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small nets on a shared 2-core machine: one intra-op thread avoids spin contention."""
+    before = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------- loss
+def reference_loss(current, target, taus, kappa):
+    """The quantile Huber loss written out term by term (IQN, loss under Eq. 3)."""
+    b, n = current.shape[:2]
+    total = 0.0
+    for s in range(b):
+        for i in range(n):
+            acc = 0.0
+            for y in target[s]:
+                d = float(y - current[s, i])
+                if kappa > 0:
+                    h = 0.5 * d * d if abs(d) <= kappa else kappa * (abs(d) - 0.5 * kappa)
+                    h /= kappa
+                else:
+                    h = abs(d)
+                acc += abs(float(taus[s, i]) - (1.0 if d < 0 else 0.0)) * h
+            total += acc / target.shape[1]
+    return total / b
+
+
+def test_quantile_huber_loss_hand_computed():
+    # delta = y_j - z_i; z = (0, 1) at tau = (0.25, 0.75); y = (0.5, 3).
+    # i=0: d=0.5 -> 0.25*0.125, d=3 -> 0.25*2.5; mean 0.328125
+    # i=1: d=-0.5 -> 0.25*0.125, d=2 -> 0.75*1.5; mean 0.578125 -> total 0.90625
+    current = th.tensor([[0.0, 1.0]])
+    target = th.tensor([[0.5, 3.0]])
+    taus = th.tensor([[0.25, 0.75]])
+    assert float(quantile_huber_loss(current, target, taus)) == pytest.approx(0.90625)
+    # kappa = 2: every |d| <= 2 except d=3 -> 2*(3-1)/2 = 2; total 0.2578125 + 0.3828125
+    assert float(quantile_huber_loss(current, target, taus, kappa=2.0)) == pytest.approx(0.640625)
+    # kappa = 0: pinball loss 0.25*(0.5+3)/2 + (0.25*0.5 + 0.75*2)/2
+    assert float(quantile_huber_loss(current, target, taus, kappa=0.0)) == pytest.approx(0.4375 + 0.8125)
+
+
+@pytest.mark.parametrize("kappa", [1.0, 0.3, 0.0])
+def test_quantile_huber_loss_matches_reference_with_heads(kappa):
+    g = th.Generator().manual_seed(0)
+    current = th.randn(3, 5, 2, generator=g)
+    target = 2 * th.randn(3, 4, 2, generator=g)
+    taus = th.rand(3, 5, generator=g)
+    per_head = quantile_huber_loss(current, target, taus, kappa, reduction="none")
+    assert per_head.shape == (3, 2)
+    for h in range(2):
+        expected = reference_loss(current[..., h], target[..., h], taus, kappa)
+        assert float(per_head[:, h].mean()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_quantile_huber_loss_gradient_moves_quantile_towards_its_fraction():
+    # One online quantile at tau=0.9 against targets 0..9: the minimiser is the 0.9-quantile (~8.1..9).
+    z = th.zeros(1, 1, requires_grad=True)
+    target = th.arange(10.0).view(1, 10)
+    opt = th.optim.SGD([z], lr=0.5)
+    for _ in range(100):
+        opt.zero_grad()
+        quantile_huber_loss(z, target, th.tensor([[0.9]]), kappa=0.0).backward()
+        opt.step()
+    assert 8.0 <= float(z.detach()) <= 9.0
+
+
+def test_quantile_huber_loss_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="taus"):
+        quantile_huber_loss(th.zeros(2, 3), th.zeros(2, 4), th.zeros(2, 4))
+    with pytest.raises(ValueError, match="kappa"):
+        quantile_huber_loss(th.zeros(2, 3), th.zeros(2, 4), th.zeros(2, 3), kappa=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------- network
+def test_cosine_embedding_and_network_shapes():
+    emb = CosineTauEmbedding(8, 16)
+    assert emb(th.rand(3, 5)).shape == (3, 5, 16)
+    # i starts at 1: with weights picking cos(pi * tau) the output is cos(pi tau) (then ReLU).
+    with th.no_grad():
+        emb.linear.weight.zero_()
+        emb.linear.bias.zero_()
+        emb.linear.weight[0, 0] = 1.0
+    tau = th.tensor([0.1, 0.3])
+    assert th.allclose(emb(tau)[:, 0], th.relu(th.cos(np.pi * tau)))
+    assert th.allclose(tau_grid(4), th.tensor([0.125, 0.375, 0.625, 0.875]))
+
+    model = EnsembleIQN("MlpPolicy", "CartPole-v1", n_ensemble=3, learning_starts=10, seed=0)
+    net = model.quantile_net
+    obs = th.randn(6, 4)
+    shared = net(obs, tau_grid(7))
+    per_sample = net(obs, tau_grid(7).expand(6, 7))
+    assert shared.shape == (6, 7, 3, 2)
+    assert th.allclose(shared, per_sample, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- IQN
+def test_iqn_target_is_reward_at_terminal_and_bootstraps_otherwise():
+    model = IQN("MlpPolicy", "CartPole-v1", gamma=0.5, learning_starts=10, seed=0)
+    obs = th.randn(4, 4)
+    rewards = th.tensor([[1.0], [2.0], [3.0], [4.0]])
+    dones = th.tensor([[1.0], [0.0], [1.0], [0.0]])
+    tau_next = th.rand(4, 6)
+    with th.no_grad():
+        y = model._target_quantiles(obs, rewards, dones, 0.5, tau_next)
+        z = model.quantile_net_target(obs, tau_next)[:, :, 0]  # [B, N', A]
+        greedy = model.quantile_net_target(obs, model.policy.act_taus)[:, :, 0].mean(1).argmax(1)
+    assert y.shape == (4, 6, 1)
+    assert th.allclose(y[0, :, 0], th.full((6,), 1.0)) and th.allclose(y[2, :, 0], th.full((6,), 3.0))
+    for b in (1, 3):
+        assert th.allclose(y[b, :, 0], rewards[b] + 0.5 * z[b, :, greedy[b]])
+
+
+def test_iqn_learns_cartpole_with_eval_callback():
+    env = gym.make("CartPole-v1")
+    eval_env = Monitor(gym.make("CartPole-v1"))
+    stop = StopTrainingOnRewardThreshold(reward_threshold=175, verbose=0)
+    eval_cb = EvalCallback(eval_env, callback_on_new_best=stop, eval_freq=1000, n_eval_episodes=5, verbose=0)
+    model = IQN("MlpPolicy", env, learning_rate=2.3e-3, batch_size=64, buffer_size=50_000, learning_starts=1000,
+                target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
+                exploration_final_eps=0.04, n_quantiles=16, n_target_quantiles=16, n_quantiles_act=16,
+                policy_kwargs={"net_arch": [128, 128]}, seed=0)
+    model.learn(20_000, callback=eval_cb)
+    assert eval_cb.best_mean_reward >= 175, f"IQN did not learn CartPole: best {eval_cb.best_mean_reward}"
+    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=5)
+    assert mean >= 100
+
+
+def test_epsilon_greedy_is_per_env_and_skipped_when_deterministic():
+    model = IQN("MlpPolicy", "CartPole-v1", learning_starts=10, seed=0)
+    obs = np.zeros((2000, 4), dtype=np.float32)
+    model.exploration_rate = 0.0
+    greedy, _ = model.predict(obs)
+    assert np.all(greedy == greedy[0])
+    model.exploration_rate = 0.5
+    np.random.seed(0)
+    acts, _ = model.predict(obs)
+    # Half the envs explore, half of those pick the other action: about 25% differ from greedy.
+    assert 0.2 < np.mean(acts != greedy[0]) < 0.3
+    det, _ = model.predict(obs, deterministic=True)
+    assert np.all(det == greedy)
+    single, _ = model.predict(obs[0])
+    assert np.shape(single) == ()
+
+
+# ---------------------------------------------------------------------------------------------- ensemble
+def test_ensemble_bootstrap_mask_gates_heads():
+    model = EnsembleIQN("MlpPolicy", "CartPole-v1", n_ensemble=3, bootstrap_prob=0.5, learning_starts=50,
+                        learning_rate=1e-2, seed=0)
+    model.learn(200)
+    model._bootstrap_masks[:, 0] = False  # head 0 never trains
+    model._bootstrap_masks[:, 1:] = True
+    model.policy.optimizer.state.clear()  # no Adam momentum left over from learn()
+    out = model.quantile_net.head[-1]
+    n_actions = 2
+    before = out.weight.detach().clone()
+    model.train(gradient_steps=5, batch_size=32)
+    changed = (out.weight.detach() - before).abs().sum(dim=1).view(3, n_actions).sum(dim=1)
+    assert changed[0] == 0 and changed[1] > 0 and changed[2] > 0
+
+
+def test_ensemble_acts_on_mean_of_heads():
+    model = EnsembleIQN("MlpPolicy", "CartPole-v1", n_ensemble=4, learning_starts=10, seed=1)
+    obs = th.randn(16, 4)
+    with th.no_grad():
+        z = model.quantile_net(obs, model.policy.act_taus)  # [B, K, E, A]
+        expected = z.mean(dim=(1, 2)).argmax(dim=1).numpy()
+    actions, _ = model.predict(obs.numpy(), deterministic=True)
+    assert np.array_equal(actions, expected)
+
+
+# ---------------------------------------------------------------------------------------------- SB3 API
+@pytest.mark.parametrize("cls,kwargs", [(IQN, {}), (EnsembleIQN, {"n_ensemble": 3})])
+def test_save_load_identical_predict_and_callbacks(tmp_path, cls, kwargs):
+    env = gym.make("CartPole-v1")
+    ckpt = CheckpointCallback(save_freq=150, save_path=str(tmp_path / "ckpt"), name_prefix="m")
+    eval_cb = EvalCallback(Monitor(gym.make("CartPole-v1")), eval_freq=200, n_eval_episodes=2,
+                           best_model_save_path=str(tmp_path / "best"), verbose=0)
+    model = cls("MlpPolicy", env, learning_starts=50, batch_size=16, seed=0, **kwargs)
+    model.learn(400, callback=[ckpt, eval_cb])
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["m_150_steps.zip", "m_300_steps.zip"]
+    assert (tmp_path / "best" / "best_model.zip").exists() and np.isfinite(eval_cb.last_mean_reward)
+    model.save(tmp_path / "model")
+    loaded = cls.load(tmp_path / "model", env=env)
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    a0, _ = model.predict(obs, deterministic=True)
+    a1, _ = loaded.predict(obs, deterministic=True)
+    assert np.array_equal(a0, a1)
+    for p0, p1 in zip(model.policy.state_dict().values(), loaded.policy.state_dict().values()):
+        assert th.equal(p0, p1)
+    mean, _std = evaluate_policy(loaded, Monitor(gym.make("CartPole-v1")), n_eval_episodes=2)
+    assert mean > 0
+    loaded.learn(100)  # training resumes after load
+
+
+def test_bad_parameters_raise_clear_errors():
+    with pytest.raises(ValueError, match="n_quantiles"):
+        IQN("MlpPolicy", "CartPole-v1", n_quantiles=0)
+    with pytest.raises(ValueError, match="select_taus"):
+        IQN("MlpPolicy", "CartPole-v1", select_taus="fixed")
+    with pytest.raises(ValueError, match="bootstrap_prob"):
+        EnsembleIQN("MlpPolicy", "CartPole-v1", bootstrap_prob=0.0)

@@ -1,0 +1,212 @@
+"""Tests of QDIQN: preordered multi-objective IQN with quantile-dominance action filtering."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+
+from agents.iqn import IQN, QDIQN
+from morl.buffers import MOReplayBuffer
+from morl.preorder import Preorder
+from morl.wrappers import Scalarize, VectorReward
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small nets on a shared 2-core machine: one intra-op thread avoids spin contention."""
+    before = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(before)
+
+
+class SafeOrFast(gym.Env):
+    """A tiny Pr-MOMDP where the weighted-sum optimum violates the top objective.
+
+    ``horizon`` steps; the observation is the one-hot time step. Actions, reward (safety, progress):
+    0 "safe" (0, 0.5), 1 "risky" (-0.3, 1.0), 2 "idle" (0, 0); progress carries N(0, 0.1) noise.
+    The scalar reward is the sum (weights 1, 1): risky earns 0.7 a step, safe 0.5, so the
+    weighted-sum optimum is risky; under ``safety > progress`` risky is dominated on safety and safe
+    beats idle on progress, so the preordered optimum is safe.
+    """
+
+    objectives = ("safety", "progress")
+    preorder = Preorder.parse("safety > progress")
+    REWARDS = np.array([[0.0, 0.5], [-0.3, 1.0], [0.0, 0.0]], dtype=np.float32)
+
+    def __init__(self, horizon: int = 4):
+        self.horizon = horizon
+        self.observation_space = spaces.Box(0.0, 1.0, (horizon,), np.float32)
+        self.action_space = spaces.Discrete(3)
+        self.reward_space = spaces.Box(-1.0, 2.0, (2,), np.float32)
+        self.t = 0
+
+    def _obs(self):
+        obs = np.zeros(self.horizon, np.float32)
+        if self.t < self.horizon:
+            obs[self.t] = 1.0
+        return obs
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        r = self.REWARDS[int(action)].copy()
+        r[1] += self.np_random.normal(0.0, 0.1)
+        self.t += 1
+        return self._obs(), float(r.sum()), self.t >= self.horizon, False, {"vector_reward": r}
+
+
+FAST = {"learning_rate": 1e-3, "learning_starts": 200, "batch_size": 32, "train_freq": 2, "target_update_interval": 100,
+            "exploration_fraction": 0.3, "exploration_final_eps": 0.05, "buffer_size": 10_000,
+            "policy_kwargs": {"net_arch": [32, 32]}, "n_quantiles": 16, "n_target_quantiles": 16, "n_quantiles_act": 16}
+
+
+def one_objective_env():
+    env = VectorReward(gym.make("CartPole-v1"), objectives=("alive",), fn=lambda obs, r, info: [r])
+    return Scalarize(env, [1.0])
+
+
+# ---------------------------------------------------------------------------------------------- learning
+def test_qdiqn_picks_safe_action_where_weighted_sum_iqn_does_not():
+    obs = np.eye(4, dtype=np.float32)
+    qd = QDIQN("MlpPolicy", SafeOrFast(), delta=0.1, seed=0, **FAST)
+    qd.learn(2500)
+    qd_actions, _ = qd.predict(obs, deterministic=True)
+    iqn = IQN("MlpPolicy", SafeOrFast(), seed=0, **FAST)
+    iqn.learn(2500)
+    iqn_actions, _ = iqn.predict(obs, deterministic=True)
+    assert np.all(qd_actions == 0), f"QDIQN should be safe at every step, took {qd_actions}"
+    assert np.all(iqn_actions == 1), f"IQN on the weighted sum should take the risky action, took {iqn_actions}"
+    # QDIQN learned the per-objective returns of its own (safe) policy: safety ~0, progress ~0.5/step.
+    with th.no_grad():
+        means = qd.policy.act_quantiles(th.as_tensor(obs)).mean(dim=1)  # [4, m, A]
+    assert th.allclose(means[:, 0, 0], th.zeros(4), atol=0.1)
+    assert th.allclose(means[:, 1, 0], th.tensor([2.0, 1.5, 1.0, 0.5]), atol=0.25)
+    # Subset sizes were logged while learning and in the targets.
+    qd.train(gradient_steps=2, batch_size=32)
+    assert 1.0 <= qd.logger.name_to_value["train/optimal_subset_size"] <= 3.0
+
+
+# ---------------------------------------------------------------------------------------------- targets
+@pytest.mark.parametrize("double_q", [False, True])
+@pytest.mark.parametrize("target_mode", ["shared", "per_objective"])
+def test_one_objective_qdiqn_has_iqn_targets(double_q, target_mode):
+    common = {"learning_starts": 10, "gamma": 0.9, "double_q": double_q, "seed": 0}
+    iqn = IQN("MlpPolicy", one_objective_env(), **common)
+    qd = QDIQN("MlpPolicy", one_objective_env(), preorder="alive", theta=1.0, delta=0.0, target_mode=target_mode, **common)
+    qd.policy.load_state_dict(iqn.policy.state_dict())
+    g = th.Generator().manual_seed(1)
+    next_obs = th.randn(64, 4, generator=g)
+    rewards = th.randn(64, 1, generator=g)
+    dones = (th.rand(64, 1, generator=g) < 0.2).float()
+    tau_next = th.rand(64, 32, generator=g)
+    with th.no_grad():
+        y_iqn = iqn._target_quantiles(next_obs, rewards, dones, 0.9, tau_next)
+        y_qd = qd._target_quantiles(next_obs, rewards, dones, 0.9, tau_next)
+    assert y_qd.shape == y_iqn.shape == (64, 32, 1)
+    assert th.allclose(y_qd, y_iqn)
+    obs = next_obs.numpy()
+    assert np.array_equal(qd.predict(obs, deterministic=True)[0], iqn.predict(obs, deterministic=True)[0])
+
+
+def constructed_quantiles():
+    """z_select [1, K=2, m=2, A=3] with known subsets under 'safety > progress', delta=0.1.
+
+    safety means (0.09, -1, 0), progress (1.95, 5, 2): action 1 is dominated on safety; 0 and 2
+    tie within the margins on both objectives, so the optimal subset is {0, 2}.
+    """
+    safety = th.tensor([[0.09, 0.09], [-1.0, -1.0], [0.0, 0.0]])  # [A, K]
+    progress = th.tensor([[1.95, 1.95], [5.0, 5.0], [2.0, 2.0]])
+    return th.stack([safety, progress]).permute(2, 0, 1).unsqueeze(0)  # [1, K, m, A]
+
+
+@pytest.mark.parametrize(
+    "target_mode,tie_break,expected",
+    [
+        ("shared", "lowest_mean", [2, 2]),  # progress mean decides inside {0, 2}
+        ("shared", "sum_mean", [0, 0]),  # 0.09 + 1.95 > 0 + 2
+        ("per_objective", "lowest_mean", [0, 2]),  # safety head: argmax over all; progress: within {0, 2}
+    ],
+)
+def test_next_action_modes_and_tie_breaks(target_mode, tie_break, expected):
+    model = QDIQN("MlpPolicy", SafeOrFast(), theta=1.0, delta=0.1, target_mode=target_mode, tie_break=tie_break,
+                  learning_starts=10, seed=0)
+    actions = model._next_actions(constructed_quantiles())
+    assert actions.tolist() == [expected]
+    mask = model.policy.subset(constructed_quantiles())
+    assert mask.tolist() == [[True, False, True]]
+
+
+def test_random_tie_break_stays_in_subset():
+    model = QDIQN("MlpPolicy", SafeOrFast(), theta=1.0, delta=0.1, tie_break="random", learning_starts=10, seed=0)
+    z = constructed_quantiles().expand(500, -1, -1, -1)
+    picked = model._next_actions(z)[:, 0]
+    assert set(picked.tolist()) == {0, 2}
+
+
+# ---------------------------------------------------------------------------------------------- preorder
+def test_preorder_from_env_reindexed_to_objectives_and_errors():
+    model = QDIQN("MlpPolicy", SafeOrFast(), learning_starts=10)
+    assert model.preorder.objectives == ("safety", "progress")
+    assert isinstance(model.replay_buffer, MOReplayBuffer) and model.replay_buffer.reward_dim == 2
+    # A passed preorder is reindexed to the env's objective order.
+    flipped = QDIQN("MlpPolicy", SafeOrFast(), preorder="progress > safety", learning_starts=10)
+    assert flipped.preorder.objectives == ("safety", "progress")
+    assert flipped.preorder.level_indices == ((1,), (0,))
+    with pytest.raises(ValueError, match="needs a preorder"):
+        QDIQN("MlpPolicy", gym.make("CartPole-v1"))
+    with pytest.raises(ValueError, match="theta"):
+        QDIQN("MlpPolicy", SafeOrFast(), theta=0.5)
+    with pytest.raises(ValueError, match="target_mode"):
+        QDIQN("MlpPolicy", SafeOrFast(), target_mode="lexicographic")
+    with pytest.raises(ValueError, match="delta"):
+        QDIQN("MlpPolicy", SafeOrFast(), delta=(0.1, 0.1, 0.1))
+    with pytest.raises(ValueError, match="tie_break"):
+        QDIQN("MlpPolicy", SafeOrFast(), tie_break="first")
+
+
+# ---------------------------------------------------------------------------------------------- SB3 API
+def test_qdiqn_save_load_identical_predict_and_callbacks(tmp_path):
+    env = SafeOrFast()
+    ckpt = CheckpointCallback(save_freq=200, save_path=str(tmp_path / "ckpt"), name_prefix="qd")
+    eval_cb = EvalCallback(Monitor(SafeOrFast()), eval_freq=200, n_eval_episodes=3, verbose=0)
+    model = QDIQN("MlpPolicy", env, theta=0.8, delta=(0.05, 0.1), tie_break="sum_mean", seed=0,
+                  **{**FAST, "learning_starts": 50})
+    model.learn(400, callback=[ckpt, eval_cb])
+    assert (tmp_path / "ckpt" / "qd_400_steps.zip").exists() and np.isfinite(eval_cb.last_mean_reward)
+    model.save(tmp_path / "qd")
+    loaded = QDIQN.load(tmp_path / "qd", env=SafeOrFast())
+    assert loaded.preorder == model.preorder and loaded.delta == (0.05, 0.1) and loaded.theta == 0.8
+    assert loaded.policy.tie_break == "sum_mean"
+    obs = np.random.default_rng(0).uniform(size=(64, 4)).astype(np.float32)
+    assert np.array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    no_env = QDIQN.load(tmp_path / "qd")  # the preorder travels in the zip
+    assert np.array_equal(no_env.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    mean, _ = evaluate_policy(loaded, Monitor(SafeOrFast()), n_eval_episodes=3)
+    assert np.isfinite(mean)
+    loaded.learn(100)
+
+
+def test_risk_eta_puts_the_acting_grid_on_the_lower_tail():
+    model = QDIQN("MlpPolicy", SafeOrFast(), risk_eta=0.25, n_quantiles_act=4, learning_starts=10, seed=0)
+    assert th.allclose(model.policy.act_taus, th.tensor([0.03125, 0.09375, 0.15625, 0.21875]))
+    # A 20 % risk (lowest fifth of the quantiles at -1) is dominated on the tail grid, not on the full one.
+    safe = th.zeros(1, 2, 1, 100)
+    risky = th.where(th.arange(100) < 20, -1.0, 0.0).view(1, 1, 1, 100).expand(1, 2, 1, 100).clone()
+    risky[:, 1] += 1.0  # but faster
+    taus = (th.arange(100) + 0.5) / 100
+    for eta, expected in ((1.0, [False, True]), (0.25, [True, False])):
+        keep = taus <= eta
+        z = th.cat([safe, risky], dim=2)[..., keep]  # [1, m, A, K] on the grid's fractions
+        assert model.policy.subset(z.permute(0, 3, 1, 2)).tolist() == [expected]
+    with pytest.raises(ValueError, match="risk_eta"):
+        QDIQN("MlpPolicy", SafeOrFast(), risk_eta=0.0)
