@@ -64,6 +64,9 @@ class ConfigError(ValueError):
         self.source, self.path, self.problem = source, path, problem
         super().__init__(f"{source}: {path}: {problem}")
 
+    def __reduce__(self):  # picklable, so a sweep worker's error reaches the parent intact
+        return type(self), (self.source, self.path, self.problem)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -139,6 +142,10 @@ class TrainConfig(_Strict):
     checkpoint_every: int | None = Field(None, gt=0)
     progress_bar: bool | None = None  # None: show one when stderr is a terminal
     log_interval: int | None = Field(None, ge=1)  # SB3's learn(log_interval): episodes (off-policy) or iterations
+    # torch's intra-op threads during training. The agents' networks are small: one thread is faster
+    # than two on a 2-core machine (measured: an IQN update 5.8 ms with 1 thread, 97 ms with 2 under
+    # load) and keeps CPU runs reproducible.
+    torch_threads: int = Field(1, ge=1)
 
     @field_validator("device")
     @classmethod

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import torch
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger, make_output_format
@@ -311,6 +312,7 @@ def _after_failure(run_dir: Path, created: Path | None, exc: BaseException) -> N
 
 
 def _learn(cfg, model, run_dir: Path, objectives, steps: int, callbacks, reset: bool = True) -> None:
+    torch.set_num_threads(cfg.train.torch_threads)
     model.set_logger(_logger(run_dir))
     guard = DivergenceGuard(run_dir=run_dir)
     ckpt = AtomicCheckpoint(run_dir / "checkpoints", cfg.train.checkpoint_every, guard=guard)

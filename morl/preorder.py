@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 
 import numpy as np
 
@@ -214,10 +215,12 @@ class Preorder:
         """``geq[i, j]``: objective i has precedence at least as high as j (read-only)."""
         return self._geq
 
-    @property
+    @cached_property
     def strictly_above(self) -> np.ndarray:
-        """``strictly_above[i, j]``: objective i has strictly higher precedence than j."""
-        return self._geq & ~self._geq.T
+        """``strictly_above[i, j]``: objective i has strictly higher precedence than j (read-only)."""
+        out = self._geq & ~self._geq.T
+        out.setflags(write=False)
+        return out
 
     @property
     def is_total(self) -> bool:
@@ -235,7 +238,7 @@ class Preorder:
             out.append(cls_)
         return out
 
-    @property
+    @cached_property  # a preorder is immutable; acting and every Bellman target ask for this
     def level_indices(self) -> tuple[tuple[int, ...], ...]:
         """Topological generations of the classes, highest precedence first (indices).
 

@@ -94,11 +94,8 @@ def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>
 
 def run_one(spec: dict) -> str:
     """Train and evaluate one run in this process; returns its run directory."""
-    import torch
-
     from morl.experiment import train
 
-    torch.set_num_threads(1)  # several runs share the cores, and one thread keeps runs reproducible
     cfg = config_from_dict(spec["config"])
     cfg.train.progress_bar = False
     return str(train(cfg, run_dir=spec["run_dir"]))

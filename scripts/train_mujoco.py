@@ -1,0 +1,113 @@
+"""Train the preordered agent and the scalarised baseline on a MuJoCo task with a velocity limit.
+
+Runs two sweeps through morl's experiment layer — ``configs/mujoco_halfcheetah_qdiqn.yaml`` (QD-IQN
+under ``safety > progress > energy`` on a discretised action space) and
+``configs/mujoco_halfcheetah_ppo.yaml`` (CaRL-style PPO on the equal-weight sum) — then writes
+
+- ``table.md``: per method, cost rate (share of steps over the speed limit) and forward return, each
+  with a 95 % bootstrap interval over seeds, and the ratios the issue asks about;
+- ``cost_vs_return.png``: cost rate against forward return, one point per run and the method means.
+
+Example (the issue's setting; hours on a 2-core CPU)::
+
+    python scripts/train_mujoco.py --seeds 3 --timesteps 1000000 --out runs/mujoco_halfcheetah
+
+and a smoke run: ``python scripts/train_mujoco.py --seeds 1 --timesteps 2000 --episodes 1``.
+Another robot: ``--set env.id=morl/Hopper-v5`` (any ``--set`` applies to both configs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from morl.config import load_config  # noqa: E402
+from morl.metrics import stratified_bootstrap_ci  # noqa: E402
+from morl.sweep import run_sweep  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = {"QDIQN (preordered)": ROOT / "configs/mujoco_halfcheetah_qdiqn.yaml",
+           "PPO (scalarised)": ROOT / "configs/mujoco_halfcheetah_ppo.yaml"}
+
+
+def run_metrics(run_dir: Path) -> tuple[float, float]:
+    """(cost rate, forward return) of one run's evaluation episodes."""
+    ev = json.loads((run_dir / "eval.json").read_text())
+    episodes = ev["episodes"]
+    cost = sum(float(e["events"].get("cost", 0.0)) for e in episodes)
+    steps = sum(int(e["length"]) for e in episodes)
+    forward = float(np.mean([e["returns"]["progress"] for e in episodes]))
+    return cost / max(steps, 1), forward
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--timesteps", type=int, default=None, help="override train.total_timesteps of both configs")
+    parser.add_argument("--episodes", type=int, default=None, help="override eval.episodes")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for both configs")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / f"mujoco-{time.strftime('%Y%m%d-%H%M%S')}")
+    args = parser.parse_args(argv)
+    overrides = list(args.set)
+    if args.timesteps is not None:
+        overrides.append(f"train.total_timesteps={args.timesteps}")
+    if args.episodes is not None:
+        overrides.append(f"eval.episodes={args.episodes}")
+    args.out.mkdir(parents=True, exist_ok=False)
+    per_method: dict[str, list[tuple[float, float]]] = {}
+    for method, path in CONFIGS.items():
+        cfg = load_config(path, overrides)
+        sweep_dir = run_sweep(cfg, seeds=args.seeds, sweep_dir=args.out / cfg.name, source=str(path))
+        runs = sorted(p.parent for p in (sweep_dir / "runs").rglob("eval.json"))
+        per_method[method] = [run_metrics(r) for r in runs]
+
+    rows, summary = [], {}
+    for method, values in per_method.items():
+        arr = np.array(values)
+        cost_ci = stratified_bootstrap_ci(arr[:, 0], "mean", seed=0)
+        fwd_ci = stratified_bootstrap_ci(arr[:, 1], "mean", seed=0)
+        summary[method] = (arr[:, 0].mean(), arr[:, 1].mean())
+        rows.append((method, len(arr), cost_ci, fwd_ci))
+    (pre, base) = (summary["QDIQN (preordered)"], summary["PPO (scalarised)"])
+    cost_ratio = pre[0] / base[0] if base[0] > 0 else float("inf") if pre[0] > 0 else 1.0
+    fwd_ratio = pre[1] / base[1] if base[1] != 0 else float("nan")
+    lines = ["| method | runs | cost rate | forward return |", "|---|---|---|---|"]
+    for method, n, c, f in rows:
+        lines.append(f"| {method} | {n} | {c[0]:.4f} [{c[1]:.4f}, {c[2]:.4f}] | {f[0]:.1f} [{f[1]:.1f}, {f[2]:.1f}] |")
+    lines += ["", f"cost rate, preordered / scalarised: {cost_ratio:.3f} (target <= 0.5)",
+              f"forward return, preordered / scalarised: {fwd_ratio:.3f} (target within 20 %: >= 0.8)"]
+    (args.out / "table.md").write_text("\n".join(lines) + "\n")
+    with open(args.out / "runs.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "cost_rate", "forward_return"])
+        writer.writerows([m, c, r] for m, vals in per_method.items() for c, r in vals)
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for (method, values), color in zip(per_method.items(), ("tab:blue", "tab:orange")):
+        arr = np.array(values)
+        ax.scatter(arr[:, 1], arr[:, 0], color=color, alpha=0.5, label=f"{method}: runs")
+        ax.scatter(arr[:, 1].mean(), arr[:, 0].mean(), color=color, marker="X", s=120, edgecolor="k",
+                   label=f"{method}: mean")
+    ax.set_xlabel("forward return per episode (progress objective)")
+    ax.set_ylabel("cost rate (share of steps over the speed limit)")
+    ax.set_title("Velocity-limited locomotion: cost vs forward return", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out / "cost_vs_return.png", dpi=120)
+    print("\n".join(lines))
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
