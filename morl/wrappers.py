@@ -146,7 +146,9 @@ class Scalarize(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Give SB3 a scalar reward ``w · r``; keep the vector in ``info["vector_reward"]``.
 
     SB3's ``Monitor``, ``VecNormalize``, ``EvalCallback`` and ``evaluate_policy`` then work unchanged,
-    and morl's buffers read the vector back from ``infos``.
+    and morl's buffers read the vector back from ``infos``. When an inner wrapper already turned the
+    reward into a scalar and put the vector in ``info["vector_reward"]`` (CaRL's reward does), that
+    scalar is passed on unchanged and the weights are not used.
 
     :param env: a vector-reward env.
     :param weights: one weight per objective, as a sequence in vector order or a mapping by name
@@ -180,6 +182,10 @@ class Scalarize(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
+        if np.ndim(reward) == 0 and "vector_reward" in info:
+            # An inner reward wrapper (e.g. agents.carl.CaRLReward) already chose the scalar and kept
+            # the vector in info: its scalar is the one SB3 trains on.
+            return obs, float(reward), terminated, truncated, info
         vec = np.asarray(reward, dtype=np.float32).reshape(-1)
         info["vector_reward"] = vec
         return obs, float(self.weights @ vec), terminated, truncated, info

@@ -118,3 +118,16 @@ def test_vector_reward_of():
     assert vector_reward_of(3.0, {"vector_reward": [1, 2]}).tolist() == [1.0, 2.0]
     with pytest.raises(KeyError, match="Scalarize"):
         vector_reward_of(3.0, {})
+
+
+def test_scalarize_passes_on_a_scalar_chosen_by_an_inner_reward_wrapper():
+    class Shaped(gym.Wrapper):
+        def step(self, action):
+            obs, vec, term, trunc, info = self.env.step(action)
+            info["vector_reward"] = vec
+            return obs, 7.0, term, trunc, info
+
+    env = Scalarize(Shaped(make()), [1.0, 2.0])
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(1)
+    assert r == 7.0 and info["vector_reward"].tolist() == [0.0, 1.0]
