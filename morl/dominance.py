@@ -116,7 +116,9 @@ def level_subsets(z: torch.Tensor, preorder: Preorder, theta: float = 0.75, delt
         survivors = cand & ~pareto.any(dim=1)
         # Fallback for a cycle that removed every candidate: keep the best mean sum over L.
         score = means[:, idx].sum(dim=1).masked_fill(~cand, float("-inf"))
-        best = cand & (score == score.max(dim=1, keepdim=True).values)
+        top = score.max(dim=1, keepdim=True).values
+        # Equal means up to float rounding count as a tie (the sums' order of addition varies by device).
+        best = cand & (score >= top - 1e-5 * (1.0 + top.abs()))
         empty = ~survivors.any(dim=1, keepdim=True)
         cand = torch.where(empty, best, survivors)
         out.append(cand)

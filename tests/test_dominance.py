@@ -27,7 +27,7 @@ def ref_optimal_subset(z, preorder, theta, delta, valid):
         if not survivors and cand:
             score = {a: sum(float(np.mean(z[k][a])) for k in level) for a in cand}
             best = max(score.values())
-            survivors = [a for a in cand if score[a] == best]
+            survivors = [a for a in cand if score[a] >= best - 1e-5 * (1 + abs(best))]
         cand = survivors
     return [a in cand for a in range(A)]
 

@@ -65,7 +65,8 @@ class CaRLPPO(PPO):
     :param env: the environment (a VecEnv or anything SB3 accepts).
     :param learning_rate: initial learning rate, decayed linearly to 0 (or an SB3 schedule).
     :param n_steps: rollout steps per env; the rollout holds ``n_steps · n_envs`` samples.
-    :param batch_size: minibatch size (CaRL scales this to 16,384).
+    :param batch_size: minibatch size (CaRL scales this to 16,384; the default keeps 4 minibatches in a
+        one-env rollout of the default n_steps, so loading a model onto one env does not warn).
     :param n_epochs: epochs per rollout (CaRL: 3).
     :param clip_range: policy clip ε (CaRL: 0.1); value clipping uses the same ε unless
         ``clip_range_vf`` is given; ``clip_range_vf=0`` turns value clipping off.
@@ -87,7 +88,7 @@ class CaRLPPO(PPO):
         env=None,
         learning_rate=2.5e-4,
         n_steps: int = 512,
-        batch_size: int = 1024,
+        batch_size: int = 256,
         n_epochs: int = 3,
         gamma: float = 0.99,
         gae_lambda: float = 0.95,
