@@ -24,7 +24,7 @@ of one generation are compared Pareto-wise, as ties are.
 
 **Fallback.** With ``θ < 1`` dominance need not be transitive, so a level can remove every
 candidate (a cycle). Then that level keeps the candidates with the largest sum over ``L`` of mean
-quantiles (all of them on an exact tie). The subset is therefore never empty for a row that has at
+quantiles (all of them on a tie, up to a relative 1e-5 of float rounding). The subset is therefore never empty for a row that has at
 least one valid action; a row with no valid action returns an empty row.
 
 >>> import torch
