@@ -48,7 +48,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.driving import objectives as obj
-from envs.driving.highway_adapter import TTC_NONE, ObjectiveTracker, RoutePolyline, driving_reward_space
+from envs.driving.adapter_common import TTC_NONE, ObjectiveTracker, RoutePolyline, driving_reward_space
 from morl.preorder import Preorder
 
 __all__ = ["CarlaEnv", "SpawnError", "load_route", "import_carla", "OBS_DIM", "ROUTES_DIR"]
