@@ -37,35 +37,72 @@ def _parse_or_preorder_error(spec):
     return p
 
 
+VALID = {"safety", "rules", "progress", "comfort", "a", "b"}
+
+
+def _check_parsed(p):
+    """What any parsed preorder must satisfy: named objectives, a reflexive and transitive relation."""
+    assert p.m >= 1 and len(set(p.objectives)) == p.m
+    g = p.geq.astype(int)
+    assert g.diagonal().all()
+    assert ((g @ g > 0) <= p.geq).all()
+
+
 @FUZZ
 @given(st.text(max_size=40))
 def test_preorder_random_text(text):
-    _parse_or_preorder_error(text)
+    p = _parse_or_preorder_error(text)
+    if p is not None:
+        _check_parsed(p)
+        assert all(name in text for name in p.objectives)  # names come from the text, nothing invented
 
 
 @FUZZ
-@given(st.lists(TOKENS, max_size=12).map("".join))
-def test_preorder_token_soup(text):
-    _parse_or_preorder_error(text)
+@given(st.lists(TOKENS, max_size=12))
+def test_preorder_token_soup(tokens):
+    text = "".join(tokens)
+    p = _parse_or_preorder_error(text)
+    if p is not None:
+        _check_parsed(p)
+        assert all(name in text for name in p.objectives)
+    chain = [t for t in tokens if t in VALID]
+    if chain and len(set(chain)) == len(chain):
+        # distinct valid names joined by ">" always parse, as a total order in that sequence
+        q = Preorder.parse(" > ".join(chain))
+        assert q.levels == tuple((n,) for n in chain)
 
 
 @FUZZ
 @given(ANYTHING)
 def test_preorder_random_structures(spec):
-    _parse_or_preorder_error(spec)
+    p = _parse_or_preorder_error(spec)
+    if p is not None:
+        _check_parsed(p)
 
 
 @FUZZ
 @given(st.fixed_dictionaries({"objectives": ANYTHING}, optional={"greater": ANYTHING, "ties": ANYTHING}))
 def test_preorder_random_pair_mappings(spec):
-    _parse_or_preorder_error(spec)
+    p = _parse_or_preorder_error(spec)
+    if p is not None:
+        _check_parsed(p)
+        assert list(p.objectives) == [o.strip() for o in spec["objectives"]]
 
 
 @FUZZ
 @given(st.lists(st.lists(NAMES, max_size=3), max_size=4), st.lists(st.tuples(NAMES, NAMES), max_size=4))
 def test_preorder_levels_and_pairs(levels, pairs):
-    _parse_or_preorder_error(levels)
-    _parse_or_preorder_error({"objectives": [n for lv in levels for n in lv], "greater": pairs})
+    p = _parse_or_preorder_error(levels)
+    flat = [n for lv in levels for n in lv]
+    well_formed = (levels and all(levels) and all(n in VALID for n in flat) and len(set(flat)) == len(flat))
+    assert (p is not None) == bool(well_formed)
+    if p is not None:
+        assert p.levels == tuple(tuple(lv) for lv in levels)
+    q = _parse_or_preorder_error({"objectives": flat, "greater": pairs})
+    if q is not None:
+        _check_parsed(q)
+        for a, b in pairs:  # every stated pair holds strictly
+            assert q.strictly_above[q.index(a), q.index(b)]
 
 
 # ------------------------------------------------------------------------------------------ config
