@@ -44,7 +44,7 @@ import torch
 
 from morl.preorder import Preorder
 
-__all__ = ["quantile_dominance", "dominance", "level_subsets", "optimal_subset"]
+__all__ = ["quantile_dominance", "dominance", "check_theta", "level_subsets", "optimal_subset"]
 
 
 def _delta_tensor(delta, m: int, like: torch.Tensor) -> torch.Tensor:
@@ -71,11 +71,16 @@ def quantile_dominance(z: torch.Tensor, delta: float | Sequence[float] | torch.T
     return wins.to(z.dtype).mean(dim=-1)
 
 
-def dominance(z: torch.Tensor, theta: float, delta=0.0) -> torch.Tensor:
-    """Boolean ``[B, m, A, A]``: ``[b, k, i, j]`` when action i dominates action j on objective k."""
+def check_theta(theta) -> float:
+    """``theta`` as a float, or a ValueError: it must be in (0.5, 1] so two actions never dominate each other."""
     if not 0.5 < float(theta) <= 1.0:
         raise ValueError(f"theta must be in (0.5, 1], got {theta!r}: below 0.5 two actions could dominate each other")
-    return quantile_dominance(z, delta) >= theta
+    return float(theta)
+
+
+def dominance(z: torch.Tensor, theta: float, delta=0.0) -> torch.Tensor:
+    """Boolean ``[B, m, A, A]``: ``[b, k, i, j]`` when action i dominates action j on objective k."""
+    return quantile_dominance(z, delta) >= check_theta(theta)
 
 
 def _check(z: torch.Tensor, preorder: Preorder, valid_mask):

@@ -22,7 +22,7 @@ from agents.iqn.policies import (
     QDMlpPolicy,
     QDMultiInputPolicy,
 )
-from morl.dominance import level_subsets
+from morl.dominance import check_theta, level_subsets
 from morl.preorder import Preorder
 
 __all__ = ["QDIQN"]
@@ -110,14 +110,12 @@ class QDIQN(IQN):
         _init_setup_model: bool = True,
         **kwargs: Any,
     ):
-        if not 0.5 < float(theta) <= 1.0:
-            raise ValueError(f"theta must be in (0.5, 1], got {theta}")
         if target_mode not in TARGET_MODES:
             raise ValueError(f"target_mode must be one of {TARGET_MODES}, got {target_mode!r}")
         if tie_break not in TIE_BREAKS:
             raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
         self.preorder = preorder
-        self.theta = float(theta)
+        self.theta = check_theta(theta)  # checked here too, so a bad config fails before training
         self.delta = delta
         self.target_mode = target_mode
         self.tie_break = tie_break

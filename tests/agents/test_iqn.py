@@ -18,15 +18,6 @@ from agents.iqn import IQN, EnsembleIQN, quantile_huber_loss
 from agents.iqn.policies import CosineTauEmbedding, tau_grid
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small nets on a shared 2-core machine: one intra-op thread avoids spin contention."""
-    before = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------------------------- loss
 def reference_loss(current, target, taus, kappa):
     """The quantile Huber loss written out term by term (IQN, loss under Eq. 3)."""
