@@ -17,6 +17,8 @@ from stable_baselines3.common.monitor import Monitor
 from agents.iqn import IQN, EnsembleIQN, quantile_huber_loss
 from agents.iqn.policies import CosineTauEmbedding, tau_grid
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 # ---------------------------------------------------------------------------------------------- loss
 def reference_loss(current, target, taus, kappa):

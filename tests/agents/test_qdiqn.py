@@ -16,6 +16,8 @@ from morl.buffers import MOReplayBuffer
 from morl.preorder import Preorder
 from morl.wrappers import Scalarize, VectorReward
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 class SafeOrFast(gym.Env):
     """A tiny Pr-MOMDP where the weighted-sum optimum violates the top objective.
