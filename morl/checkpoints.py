@@ -154,7 +154,9 @@ class AtomicCheckpoint(BaseCallback):
     def _on_rollout_start(self) -> None:
         # At a rollout's start every collected transition is stored and every update done, so the
         # model, buffer and counter agree (inside _on_step SB3 has not stored the step's transition yet).
-        if self.every and self.model.num_timesteps - self._last >= self.every:
+        # Compare multiples, not distances: measuring ``every`` from the last save would let the
+        # checkpoints drift later by up to a rollout each time.
+        if self.every and self.model.num_timesteps // self.every > self._last // self.every:
             self.save()
 
     def _on_step(self) -> bool:

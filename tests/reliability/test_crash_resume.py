@@ -25,6 +25,7 @@ import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
 from morl import checkpoints, cli, experiment, registry
+from morl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "tiny_dqn.yaml"
@@ -180,3 +181,12 @@ def test_a_checkpoint_holds_model_optimizer_buffer_and_counters(tmp_path):
     assert buf.size() == live.replay_buffer.size() == live.num_timesteps and buf.pos == live.replay_buffer.pos
     for field in ("observations", "actions", "rewards", "dones", "timeouts"):
         assert np.array_equal(getattr(buf, field), getattr(live.replay_buffer, field)), field
+
+
+def test_checkpoints_fall_on_the_first_rollout_boundary_after_each_multiple(tmp_path):
+    """With 4-step rollouts and every=150 the saves are at 152, 300, 452, 600, 752 (then 800, the end): no drift."""
+    cfg = load_config(CONFIG, ["train.total_timesteps=800", "train.checkpoint_every=150",
+                               "train.progress_bar=false"])
+    run = experiment.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)
+    saved = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("ckpt_*.zip"))
+    assert saved == [152, 300, 452, 600, 752, 800]
