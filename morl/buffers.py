@@ -14,6 +14,14 @@ next to everything SB3 stores.
   Returns and advantages, scalar and per objective, come from the :func:`morl.stats.gae` kernel.
 
 Vector rewards are never normalised by ``VecNormalize`` (it only knows the scalar).
+
+**Devices.** SB3's buffers keep NumPy arrays and copy every sampled field to the device, each copy a
+host-device synchronisation on CUDA. With ``device_storage=True``, :class:`DeviceReplayBuffer` (and
+:class:`MOReplayBuffer`, built on it) mirrors its arrays on the device (the rows added since the last
+sample are copied once, at the next sample) and draws and gathers minibatches there.
+:class:`DeviceRolloutBuffer` (and :class:`MORolloutBuffer`, built on it) moves the rollout to the device
+once per :meth:`~DeviceRolloutBuffer.get` and cuts minibatches there, with the same permutation as
+SB3's, so on the CPU they give SB3's minibatches exactly.
 """
 
 from __future__ import annotations
@@ -25,12 +33,15 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
+from stable_baselines3.common.type_aliases import ReplayBufferSamples, RolloutBufferSamples
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 
 from morl.stats import EpisodeStatistics, discounted_returns, episode_statistics, gae
 
 __all__ = [
+    "DeviceReplayBuffer",
+    "DeviceRolloutBuffer",
     "MOReplayBuffer",
     "MOReplayBufferSamples",
     "MORolloutBuffer",
@@ -38,6 +49,7 @@ __all__ = [
     "VectorRewardCallback",
     "VectorRewardError",
     "vector_rewards_from_infos",
+    "vector_reward_array_env",
 ]
 
 
@@ -101,7 +113,124 @@ class MOReplayBufferSamples(NamedTuple):
     scalar_rewards: th.Tensor | None = None
 
 
-class MOReplayBuffer(ReplayBuffer):
+class DeviceReplayBuffer(ReplayBuffer):
+    """
+    SB3's ``ReplayBuffer`` that can also keep its arrays on the device and sample there.
+
+    With ``device_storage=False`` (default) it is SB3's buffer. With ``device_storage=True`` the
+    stored arrays are mirrored as torch tensors on ``device``: the rows added since the last sample are
+    copied at the next :meth:`sample` (one copy per field), and minibatch indices are drawn and
+    gathered on the device, so a CUDA training step makes no host-device copy. The mirror costs the
+    buffer's size again in device memory (a copy on the CPU too, where it runs the same code). Indices
+    come from torch's RNG instead of NumPy's, so the minibatches differ from ``device_storage=False``
+    for one seed; for the same indices they are equal (:meth:`samples_at`). With a ``VecNormalize`` env
+    (``sample(..., env=...)``) sampling falls back to the NumPy path, which normalises on the host.
+
+    :param device_storage: keep a device copy and sample there (see above); ``"auto"``: when ``device``
+        is a CUDA device.
+    Other parameters are SB3's ``ReplayBuffer``'s.
+    """
+
+    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
+                 device: th.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
+                 handle_timeout_termination: bool = True, device_storage: bool | str = False):
+        super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs,
+                         optimize_memory_usage=optimize_memory_usage,
+                         handle_timeout_termination=handle_timeout_termination)
+        if device_storage == "auto":
+            device_storage = self.device.type == "cuda"
+        if not isinstance(device_storage, (bool, np.bool_)):
+            raise ValueError(f"device_storage must be True, False or 'auto', got {device_storage!r}")
+        self.device_storage = bool(device_storage)
+        self._mirror: dict[str, th.Tensor] | None = None  # device copies of the arrays
+        self._rows_since_mirror = 0  # rows written since the mirror was last brought up to date
+
+    def add(self, obs, next_obs, action, reward, done, infos) -> None:
+        super().add(obs, next_obs, action, reward, done, infos)
+        self._rows_since_mirror = min(self._rows_since_mirror + 1, self.buffer_size)
+
+    def _check_not_empty(self) -> None:
+        if self.pos == 0 and not self.full:
+            raise RuntimeError(f"{type(self).__name__} is empty: add transitions before sampling")
+
+    def sample_indices(self, batch_size: int) -> tuple[th.Tensor, th.Tensor]:
+        """Row and env indices of a minibatch, drawn on the device over SB3's ranges (``device_storage``)."""
+        self._check_not_empty()
+        device = self.device
+        if self.optimize_memory_usage and self.full:
+            # row `pos` holds a next observation that is not this row's: never sample it
+            rows = (th.randint(1, self.buffer_size, (batch_size,), device=device) + self.pos) % self.buffer_size
+        else:
+            rows = th.randint(0, self.buffer_size if self.full else self.pos, (batch_size,), device=device)
+        return rows, th.randint(0, self.n_envs, (batch_size,), device=device)
+
+    def sample(self, batch_size: int, env: VecNormalize | None = None):
+        if not self.device_storage or env is not None:
+            return super().sample(batch_size, env=env)
+        return self._device_samples(*self.sample_indices(batch_size))
+
+    def samples_at(self, batch_inds: th.Tensor, env_inds: th.Tensor):
+        """The minibatch of rows ``batch_inds`` and envs ``env_inds`` (index tensors), from the device copy."""
+        if not self.device_storage:
+            raise ValueError("samples_at with torch indices needs device_storage=True")
+        self._check_not_empty()
+        return self._device_samples(batch_inds, env_inds)
+
+    def _mirrored_names(self) -> tuple[str, ...]:
+        names = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+        return tuple(n for n in names if getattr(self, n, None) is not None)
+
+    def _device_arrays(self) -> dict[str, th.Tensor]:
+        """The device mirror of the storage arrays, brought up to date (rows added since the last call)."""
+        if self._mirror is None:
+            self._mirror = {n: th.tensor(getattr(self, n), device=self.device) for n in self._mirrored_names()}
+            self._rows_since_mirror = 0
+        elif self._rows_since_mirror:
+            # add() wrote rows pos - n .. pos - 1 (circularly); with optimize_memory_usage also row pos
+            # (the next observation of the last transition).
+            n = min(self._rows_since_mirror + (1 if self.optimize_memory_usage else 0), self.buffer_size)
+            start = (self.pos - self._rows_since_mirror) % self.buffer_size
+            spans = [(start, min(start + n, self.buffer_size))]
+            if start + n > self.buffer_size:
+                spans.append((0, start + n - self.buffer_size))
+            for name, tensor in self._mirror.items():
+                array = getattr(self, name)
+                for a, b in spans:
+                    tensor[a:b].copy_(th.from_numpy(array[a:b]))
+            self._rows_since_mirror = 0
+        return self._mirror
+
+    def _device_fields(self, batch_inds: th.Tensor, env_inds: th.Tensor) -> dict[str, th.Tensor]:
+        """SB3's sample fields gathered on the device: same values, dtypes and shapes as its NumPy path."""
+        d = self._device_arrays()
+        if self.optimize_memory_usage:
+            next_obs = d["observations"][(batch_inds + 1) % self.buffer_size, env_inds]
+        else:
+            next_obs = d["next_observations"][batch_inds, env_inds]
+        # a timeout is not a termination: the target still bootstraps (SB3 issue 284)
+        dones = d["dones"][batch_inds, env_inds] * (1.0 - d["timeouts"][batch_inds, env_inds])
+        return {"observations": d["observations"][batch_inds, env_inds], "actions": d["actions"][batch_inds, env_inds],
+                "next_observations": next_obs, "dones": dones.reshape(-1, 1),
+                "rewards": d["rewards"][batch_inds, env_inds].reshape(-1, 1)}
+
+    def _device_samples(self, batch_inds: th.Tensor, env_inds: th.Tensor):
+        return ReplayBufferSamples(**self._device_fields(batch_inds, env_inds))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The mirror is rebuilt from the arrays after loading (save_replay_buffer pickles the buffer).
+        state = self.__dict__.copy()
+        state["_mirror"] = None
+        state["_rows_since_mirror"] = 0
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("device_storage", False)  # buffers pickled before the option existed
+        state.setdefault("_mirror", None)
+        state.setdefault("_rows_since_mirror", 0)
+        self.__dict__.update(state)
+
+
+class MOReplayBuffer(DeviceReplayBuffer):
     """
     Replay buffer that also keeps ``info["vector_reward"]``, shape ``(buffer_size, n_envs, m)``.
 
@@ -116,6 +245,8 @@ class MOReplayBuffer(ReplayBuffer):
     :param sample_scalar_rewards: put the scalar reward in ``samples.rewards`` (for unmodified SB3
         algorithms such as DQN, whose targets expect ``(batch, 1)``); the vector is still in
         ``samples.vector_rewards``
+    :param device_storage: keep a copy on the device and sample there (:class:`DeviceReplayBuffer`);
+        the vector rewards are mirrored too.
     """
 
     vector_rewards: np.ndarray | None
@@ -131,6 +262,7 @@ class MOReplayBuffer(ReplayBuffer):
         handle_timeout_termination: bool = True,
         reward_dim: int | None = None,
         sample_scalar_rewards: bool = False,
+        device_storage: bool | str = False,
     ):
         super().__init__(
             buffer_size,
@@ -140,6 +272,7 @@ class MOReplayBuffer(ReplayBuffer):
             n_envs=n_envs,
             optimize_memory_usage=optimize_memory_usage,
             handle_timeout_termination=handle_timeout_termination,
+            device_storage=device_storage,
         )
         self.reward_dim = _check_reward_dim(reward_dim)
         self.sample_scalar_rewards = bool(sample_scalar_rewards)
@@ -168,12 +301,26 @@ class MOReplayBuffer(ReplayBuffer):
         super().add(obs, next_obs, action, reward, done, infos)
         self.vector_rewards[pos] = vec  # type: ignore[index]
 
-    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> MOReplayBufferSamples:
+    def _check_not_empty(self) -> None:
         if self.vector_rewards is None:
             raise RuntimeError("MOReplayBuffer is empty: add transitions before sampling")
+        super()._check_not_empty()
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> MOReplayBufferSamples:
+        self._check_not_empty()
         # one env per sampled row, drawn here because the vector must come from the same (step, env)
         # as the scalar fields
         env_inds = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        return self.samples_at(batch_inds, env_inds, env)
+
+    def samples_at(self, batch_inds, env_inds, env: VecNormalize | None = None) -> MOReplayBufferSamples:
+        """The minibatch of rows ``batch_inds`` and envs ``env_inds``: NumPy indices take the host path,
+        torch index tensors the device copy (``device_storage``). Both give the same tensors."""
+        if isinstance(batch_inds, th.Tensor):
+            if env is not None:
+                raise ValueError("samples_at with torch indices cannot normalise with a VecNormalize env")
+            return super().samples_at(batch_inds, env_inds)
+        self._check_not_empty()
         if self.optimize_memory_usage:
             next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_inds]
         else:
@@ -193,6 +340,16 @@ class MOReplayBuffer(ReplayBuffer):
             vector_rewards=vector,
             scalar_rewards=scalar_t,
         )
+
+    def _mirrored_names(self) -> tuple[str, ...]:
+        return (*super()._mirrored_names(), "vector_rewards")
+
+    def _device_samples(self, batch_inds: th.Tensor, env_inds: th.Tensor) -> MOReplayBufferSamples:
+        fields = self._device_fields(batch_inds, env_inds)
+        scalar = fields.pop("rewards")
+        vector = self._device_arrays()["vector_rewards"][batch_inds, env_inds]
+        return MOReplayBufferSamples(**fields, rewards=scalar if self.sample_scalar_rewards else vector,
+                                     discounts=None, vector_rewards=vector, scalar_rewards=scalar)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,7 +373,47 @@ class MORolloutBufferSamples(NamedTuple):
 _VECTOR_FIELDS = ("vector_rewards", "vector_values", "vector_advantages", "vector_returns")
 
 
-class MORolloutBuffer(RolloutBuffer):
+class DeviceRolloutBuffer(RolloutBuffer):
+    """SB3's ``RolloutBuffer`` that moves the rollout to the device once per :meth:`get`.
+
+    SB3 copies six NumPy slices to the device for every minibatch. Here the flattened rollout is
+    copied once (on the CPU the tensors share the NumPy memory) and minibatches are gathered on the
+    device, cut from the same ``np.random.permutation`` as SB3's: the same minibatches, in the same
+    order, with the same dtypes and shapes.
+    """
+
+    def reset(self) -> None:
+        super().reset()
+        self._device_fields: list[th.Tensor] | None = None
+
+    def _flat_arrays(self) -> list[np.ndarray]:
+        """The flattened fields of one minibatch, in the order of the samples' fields."""
+        return [self.observations, self.actions.astype(np.float32, copy=False), self.values.reshape(-1),
+                self.log_probs.reshape(-1), self.advantages.reshape(-1), self.returns.reshape(-1)]
+
+    def _samples(self, fields: list[th.Tensor]) -> RolloutBufferSamples:
+        return RolloutBufferSamples(*fields)
+
+    def get(self, batch_size: int | None = None) -> Generator[RolloutBufferSamples, None, None]:
+        if not self.full:
+            raise RuntimeError("the rollout buffer is not full: collect a rollout before get()")
+        n = self.buffer_size * self.n_envs
+        indices = np.random.permutation(n)  # as SB3 draws it, so the minibatches are SB3's
+        if not self.generator_ready:
+            for name in ("observations", "actions", "values", "log_probs", "advantages", "returns"):
+                self.__dict__[name] = self.swap_and_flatten(self.__dict__[name])
+            self.generator_ready = True
+            self._device_fields = None
+        if self._device_fields is None:
+            self._device_fields = [th.as_tensor(a, device=self.device) for a in self._flat_arrays()]
+        batch_size = n if batch_size is None else batch_size
+        order = th.as_tensor(indices, device=self.device)
+        for start in range(0, n, batch_size):
+            rows = order[start:start + batch_size]
+            yield self._samples([field[rows] for field in self._device_fields])
+
+
+class MORolloutBuffer(DeviceRolloutBuffer):
     """
     Rollout buffer with vector rewards ``(T, n_envs, m)`` and per-objective GAE.
 
@@ -247,6 +444,9 @@ class MORolloutBuffer(RolloutBuffer):
     :param gamma: discount factor
     :param n_envs: number of parallel envs
     :param reward_dim: m; ``None`` infers it from the first vector reward
+    :param sample_vectors: minibatches from :meth:`get` carry the ``vector_*`` fields
+        (:class:`MORolloutBufferSamples`); ``False`` gives SB3's ``RolloutBufferSamples``, for an agent
+        that only logs the vectors (gathering four unused fields per minibatch is not free)
     """
 
     vector_rewards: np.ndarray
@@ -264,9 +464,11 @@ class MORolloutBuffer(RolloutBuffer):
         gamma: float = 0.99,
         n_envs: int = 1,
         reward_dim: int | None = None,
+        sample_vectors: bool = True,
     ):
         # set before super().__init__, which calls reset()
         self.reward_dim = _check_reward_dim(reward_dim)
+        self.sample_vectors = bool(sample_vectors)
         super().__init__(
             buffer_size, observation_space, action_space, device, gae_lambda=gae_lambda, gamma=gamma, n_envs=n_envs
         )
@@ -303,6 +505,8 @@ class MORolloutBuffer(RolloutBuffer):
         infos: Sequence[dict[str, Any]],
         vector_values: np.ndarray | th.Tensor | None = None,
         truncation_values: np.ndarray | th.Tensor | None = None,
+        *,
+        rewards: np.ndarray | None = None,
     ) -> None:
         """
         Hold the vector rewards of the coming :meth:`add` (read from ``infos[i]["vector_reward"]``).
@@ -311,9 +515,13 @@ class MORolloutBuffer(RolloutBuffer):
         :param vector_values: optional per-objective values of the observations of that step, ``(n_envs, m)``
         :param truncation_values: optional ``V(terminal_obs)`` per objective, ``(n_envs, m)``, nonzero
             only on envs whose episode was truncated at that step; ``gamma *`` it is added to the reward
+        :param rewards: the same vector rewards as one ``(n_envs, m)`` array, when the VecEnv keeps them
+            in one (then ``infos`` is not read: gathering ``n_envs`` dict entries costs more than the rest
+            of the bookkeeping of a step)
         """
-        vec = vector_rewards_from_infos(infos, self.n_envs, self.reward_dim)
-        vec = self._as_vector("vector_reward", vec)
+        if rewards is None:
+            rewards = vector_rewards_from_infos(infos, self.n_envs, self.reward_dim)
+        vec = self._as_vector("vector_reward", rewards)
         if truncation_values is not None:
             vec = vec + np.float32(self.gamma) * self._as_vector("truncation_values", truncation_values)
         self._staged_reward = vec
@@ -430,15 +638,35 @@ class MORolloutBuffer(RolloutBuffer):
         return episode_statistics(self.vector_rewards, dones, gamma=gamma, carry=carry)
 
     def get(self, batch_size: int | None = None) -> Generator[MORolloutBufferSamples, None, None]:
-        if not self.generator_ready:
+        if not self.generator_ready and self.sample_vectors:
             # flattened copies for sampling; the (T, n_envs, m) arrays stay as they are for logging
             self._flat = {name: self.swap_and_flatten(getattr(self, name)) for name in _VECTOR_FIELDS}
         yield from super().get(batch_size)  # type: ignore[misc]
 
+    def _flat_arrays(self) -> list[np.ndarray]:
+        base = super()._flat_arrays()
+        return [*base, *(self._flat[name] for name in _VECTOR_FIELDS)] if self.sample_vectors else base
+
+    def _samples(self, fields: list[th.Tensor]) -> MORolloutBufferSamples:
+        return MORolloutBufferSamples(*fields) if self.sample_vectors else super()._samples(fields)
+
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> MORolloutBufferSamples:
         base = super()._get_samples(batch_inds, env)
+        if not self.sample_vectors:
+            return base
         extra = tuple(self.to_torch(self._flat[name][batch_inds]) for name in _VECTOR_FIELDS)
         return MORolloutBufferSamples(*base, *extra)
+
+
+def vector_reward_array_env(venv):
+    """The VecEnv under ``venv``'s wrappers when it keeps each step's vector rewards in one array
+    ``vector_rewards`` of shape ``(n_envs, m)``, the array its ``info["vector_reward"]`` entries are read
+    from (the batched simulators do, e.g. ``envs.driving.DrivingVecEnv``); otherwise None."""
+    while isinstance(venv, VecEnvWrapper):
+        venv = venv.venv
+    rewards = getattr(venv, "vector_rewards", None)
+    ok = isinstance(rewards, np.ndarray) and rewards.ndim == 2 and rewards.shape[0] == getattr(venv, "num_envs", -1)
+    return venv if ok else None
 
 
 class VectorRewardCallback(BaseCallback):
@@ -447,7 +675,8 @@ class VectorRewardCallback(BaseCallback):
 
     SB3's ``collect_rollouts`` calls ``callback.on_step()`` after ``env.step`` and before
     ``rollout_buffer.add``, with the step's ``infos`` in ``self.locals``; this callback stages them in
-    the buffer. At the end of each rollout it logs, per objective,
+    the buffer (from the VecEnv's own array when it keeps one, see :func:`vector_reward_array_env`).
+    At the end of each rollout it logs, per objective,
 
     - ``rollout/vector_return/<objective>``: the mean of ``vector_returns`` over the rollout's
       (step, env) cells (:meth:`MORolloutBuffer.mean_vector_return`);
@@ -475,9 +704,11 @@ class VectorRewardCallback(BaseCallback):
     def _on_training_start(self) -> None:
         self._buffer()
         self._carry = None
+        self._array_env = vector_reward_array_env(self.training_env)
 
     def _on_step(self) -> bool:
-        self._buffer().stage_vector_rewards(self.locals["infos"])
+        rewards = None if self._array_env is None else self._array_env.vector_rewards
+        self._buffer().stage_vector_rewards(self.locals["infos"], rewards=rewards)
         return True
 
     def _on_rollout_end(self) -> None:

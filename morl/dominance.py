@@ -27,6 +27,12 @@ candidate (a cycle). Then that level keeps the candidates with the largest sum o
 quantiles (all of them on a tie, up to a relative 1e-5 of float rounding). The subset is therefore never empty for a row that has at
 least one valid action; a row with no valid action returns an empty row.
 
+**Computation.** On the CPU a numba kernel walks the states one by one and counts quantile wins only
+for pairs of current candidates (a vectorised count per pair); it gives the same masks as
+the whole-batch tensor code (``_level_subsets_torch``, used on other devices and as its reference in
+``tests/test_dominance_kernel.py``) at a fraction of the cost for acting (one state) and the small
+Bellman-target batches, where the tensor code spends its time dispatching dozens of tiny operations.
+
 >>> import torch
 >>> from morl.preorder import Preorder
 >>> p = Preorder.parse("safety > progress")
@@ -39,7 +45,10 @@ least one valid action; a row with no valid action returns an empty row.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
+import numba
+import numpy as np
 import torch
 
 from morl.preorder import Preorder
@@ -109,18 +118,29 @@ def level_subsets(z: torch.Tensor, preorder: Preorder, theta: float = 0.75, delt
         levels ``0..i``. The last entry is the optimal subset.
     """
     cand = _check(z, preorder, valid_mask)
+    if z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64) and z.shape[3] > 0:
+        return _level_subsets_cpu(z, preorder, theta, delta, cand)
+    return _level_subsets_torch(z, preorder, theta, delta, cand)
+
+
+def _level_subsets_torch(z: torch.Tensor, preorder: Preorder, theta: float, delta, cand: torch.Tensor) -> list[torch.Tensor]:
+    """:func:`level_subsets` as whole-batch tensor operations (any device; the CPU kernel's reference)."""
     dom = dominance(z, theta, delta)  # [B, m, A, A]
     means = z.mean(dim=-1)  # [B, m, A]
     out = []
     for level in preorder.level_indices:
-        idx = list(level)
-        d = dom[:, idx]  # [B, |L|, A, A]
-        beats = d.any(dim=1)  # beats[b, i, j]: i beats j on some objective of L
+        # Integer indexing, one objective at a time: a Python list as an index would be copied to the
+        # device (a host-device synchronisation on CUDA) at every call.
+        beats = dom[:, level[0]]  # beats[b, i, j]: i beats j on some objective of L
+        mean_sum = means[:, level[0]]
+        for k in level[1:]:
+            beats = beats | dom[:, k]
+            mean_sum = mean_sum + means[:, k]
         pareto = beats & ~beats.transpose(1, 2)  # i beats j and j beats i on none of L
         pareto = pareto & cand.unsqueeze(2)  # only candidates can remove others
         survivors = cand & ~pareto.any(dim=1)
         # Fallback for a cycle that removed every candidate: keep the best mean sum over L.
-        score = means[:, idx].sum(dim=1).masked_fill(~cand, float("-inf"))
+        score = mean_sum.masked_fill(~cand, float("-inf"))
         top = score.max(dim=1, keepdim=True).values
         # Equal means up to float rounding count as a tie (the sums' order of addition varies by device).
         best = cand & (score >= top - 1e-5 * (1.0 + top.abs()))
@@ -128,6 +148,111 @@ def level_subsets(z: torch.Tensor, preorder: Preorder, theta: float = 0.75, delt
         cand = torch.where(empty, best, survivors)
         out.append(cand)
     return out
+
+
+@lru_cache(maxsize=64)
+def _min_wins(k: int, theta: float, dtype: torch.dtype) -> int:
+    """Fewest quantile wins out of ``k`` with ``QD >= theta``, decided by the very operations of
+    :func:`dominance` (the float mean of 0/1 wins, compared in ``dtype``), so the kernel's integer
+    count test agrees with them bit for bit."""
+    wins = torch.arange(k) < torch.arange(k + 1).unsqueeze(1)  # row c: c wins
+    ok = (wins.to(dtype).mean(dim=-1) >= theta).tolist()
+    return ok.index(True) if True in ok else k + 1
+
+
+@lru_cache(maxsize=64)
+def _level_arrays(levels: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Levels as CSR arrays: objectives of level ``l`` are ``objs[ptr[l]:ptr[l + 1]]``."""
+    ptr = np.cumsum([0] + [len(lv) for lv in levels]).astype(np.int64)
+    return ptr, np.array([k for lv in levels for k in lv], dtype=np.int64)
+
+
+@numba.njit(cache=True)
+def _beats(z, d, objs, start, stop, b, i, j, need):
+    """Action i beats j on some objective of the level: ``need`` of the K quantiles better by more than d_k."""
+    for t in range(start, stop):
+        k = objs[t]
+        zi, zj, dk = z[b, k, i], z[b, k, j], d[k]
+        wins = 0
+        for q in range(zi.shape[0]):  # branch-free, so the compiler vectorises it
+            wins += zi[q] > zj[q] + dk
+        if wins >= need:
+            return True
+    return False
+
+
+@numba.njit(cache=True)
+def _level_subsets_kernel(z, d, means, ptr, objs, need, valid, tol):
+    """Candidate masks ``[L, B, A]``, one state at a time, comparing only the pairs of current candidates.
+
+    Same steps as :func:`_level_subsets_torch`, in the same float arithmetic: dominance as an integer
+    count of wins (see :func:`_min_wins`); the fallback score as the level's means added in level
+    order; its tie margin ``top - tol[0] * (tol[1] + |top|)`` in the dtype of ``means`` (``tol = [1e-5, 1, -inf]``).
+    """
+    n_b, _, n_a, _ = z.shape
+    n_levels = ptr.shape[0] - 1
+    out = np.zeros((n_levels, n_b, n_a), dtype=np.bool_)
+    cand = np.empty(n_a, dtype=np.bool_)
+    surv = np.empty(n_a, dtype=np.bool_)
+    score = np.empty(n_a, dtype=means.dtype)
+    for b in range(n_b):
+        for a in range(n_a):
+            cand[a] = valid[b, a]
+        for lv in range(n_levels):
+            start, stop = ptr[lv], ptr[lv + 1]
+            any_surv = False
+            for j in range(n_a):
+                surv[j] = False
+                if not cand[j]:
+                    continue
+                removed = False
+                for i in range(n_a):
+                    if i != j and cand[i] and _beats(z, d, objs, start, stop, b, i, j, need) \
+                            and not _beats(z, d, objs, start, stop, b, j, i, need):
+                        removed = True
+                        break
+                surv[j] = not removed
+                any_surv = any_surv or surv[j]
+            if any_surv:
+                for a in range(n_a):
+                    cand[a] = surv[a]
+            else:  # every candidate removed (a cycle): keep the best mean sum over the level
+                top = tol[2]  # -inf in the dtype of means, so that top stays in it
+                nan = False
+                for a in range(n_a):
+                    if cand[a]:
+                        s = means[b, objs[start], a]
+                        for t in range(start + 1, stop):
+                            s = s + means[b, objs[t], a]
+                        score[a] = s
+                        if s != s:
+                            nan = True
+                        elif s > top:
+                            top = s
+                if nan:  # torch's max propagates NaN, and nothing compares >= NaN
+                    for a in range(n_a):
+                        cand[a] = False
+                else:
+                    threshold = top - tol[0] * (tol[1] + abs(top))
+                    for a in range(n_a):
+                        cand[a] = cand[a] and score[a] >= threshold
+            for a in range(n_a):
+                out[lv, b, a] = cand[a]
+    return out
+
+
+def _level_subsets_cpu(z: torch.Tensor, preorder: Preorder, theta: float, delta, cand: torch.Tensor) -> list[torch.Tensor]:
+    """:func:`level_subsets` on CPU through the numba kernel: the same masks as the torch code (the tests
+    check it), at a fraction of the cost for the few states of acting and the small Bellman-target
+    batches, where the torch code spends its time dispatching many small operations."""
+    d = _delta_tensor(delta, z.shape[1], z)
+    need = _min_wins(z.shape[3], check_theta(theta), z.dtype)
+    means = z.detach().mean(dim=-1)  # the torch code's means, so the fallback sees the same floats
+    ptr, objs = _level_arrays(tuple(tuple(lv) for lv in preorder.level_indices))
+    tol = np.array([1e-5, 1.0, -np.inf], dtype=means.numpy().dtype)
+    # numpy views of the tensors, strided ones included (numba reads any strides): no copies.
+    out = _level_subsets_kernel(z.detach().numpy(), d.detach().numpy(), means.numpy(), ptr, objs, need, cand.numpy(), tol)
+    return list(torch.from_numpy(out).unbind(0))
 
 
 def optimal_subset(z: torch.Tensor, preorder: Preorder, theta: float = 0.75, delta=0.0, valid_mask=None) -> torch.Tensor:

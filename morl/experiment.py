@@ -13,6 +13,9 @@ A run directory holds::
 Environments are built as ``gym.make(id)`` (or ``factory(**kwargs)``) -> config wrappers ->
 ``WithPreorder`` -> ``Scalarize`` -> ``MOEpisodeStatistics`` -> ``Monitor`` -> ``DummyVecEnv`` /
 ``SubprocVecEnv``; a batched simulator (``env.scenario``) comes from its own ``make_vec``.
+Keyword arguments that differ between the envs of a vector go under ``env.kwargs.per_env``, one list
+per argument, and env ``i`` gets the ``i``-th entries (:func:`env_kwargs`): one CARLA server per env is
+``per_env: {port: [2000, 2003], tm_port: [8000, 8001]}``. Evaluation uses env 0's.
 Everything that can be checked is checked before the run directory is created.
 
 Reliability: every non-batched env is wrapped in :class:`~morl.wrappers.FiniteCheck` (batched ones in
@@ -62,8 +65,9 @@ from morl.metrics import episode_metrics
 from morl.preorder import PreorderError
 from morl.wrappers import EVENT_KEYS, FiniteCheck, MOEpisodeStatistics, NonFiniteError, Scalarize, WithPreorder
 
-__all__ = ["make_env", "make_vec_env", "env_objectives", "check_config", "build_agent", "train", "resume", "evaluate",
-           "load_run_config", "AtomicCheckpoint", "DivergenceGuard", "DivergenceError", "EVAL_SEED_BASE"]
+__all__ = ["make_env", "make_vec_env", "env_kwargs", "env_objectives", "check_config", "build_agent", "train", "resume",
+           "evaluate", "load_run_config", "AtomicCheckpoint", "DivergenceGuard", "DivergenceError", "EVAL_SEED_BASE",
+           "PER_ENV"]
 
 #: Evaluation seeds default to EVAL_SEED_BASE + i, far from training seeds.
 EVAL_SEED_BASE = 10_000
@@ -73,24 +77,64 @@ EVAL_SEED_BASE = 10_000
 # Environments
 
 
-def _base_env(cfg: ExperimentConfig) -> gym.Env:
+#: The ``env.kwargs`` key holding per-env argument lists (see :func:`env_kwargs`).
+PER_ENV = "per_env"
+
+
+def env_kwargs(cfg: ExperimentConfig, index: int = 0) -> dict:
+    """``env.kwargs`` for env ``index`` of the vector: each list under ``per_env`` gives its ``index``-th entry.
+
+    >>> kwargs = {"host": "h", "per_env": {"port": [2000, 2003]}}
+    >>> cfg = config_from_dict({"env": {"id": "morl/Carla-v0", "kwargs": kwargs}, "agent": {"name": "PPO"},
+    ...                         "train": {"total_timesteps": 1}})
+    >>> env_kwargs(cfg, 1)
+    {'host': 'h', 'port': 2003}
+    """
+    kwargs = dict(cfg.env.kwargs)
+    for key, values in (kwargs.pop(PER_ENV, None) or {}).items():
+        kwargs[key] = values[index]
+    return kwargs
+
+
+def _check_per_env(cfg: ExperimentConfig, source: str) -> None:
+    per_env = cfg.env.kwargs.get(PER_ENV)
+    if per_env is None:
+        return
+    where = f"env.kwargs.{PER_ENV}"
+    if cfg.env.scenario is not None:
+        raise ConfigError(source, where, "a batched simulator (env.scenario) takes no per-env arguments")
+    if not isinstance(per_env, dict):
+        raise ConfigError(source, where, f"must map argument names to lists, got {per_env!r}")
+    for key, values in per_env.items():
+        if not isinstance(values, list) or len(values) < cfg.train.n_envs:
+            raise ConfigError(source, f"{where}.{key}", f"needs a list of at least train.n_envs = "
+                                                         f"{cfg.train.n_envs} values, got {values!r}")
+        if key in cfg.env.kwargs:
+            raise ConfigError(source, f"{where}.{key}", f"also given as env.kwargs.{key}: give it in one place")
+
+
+def _base_env(cfg: ExperimentConfig, index: int = 0) -> gym.Env:
     """The vector-reward env with the config's own wrappers, before preorder and scalarisation."""
     e = cfg.env
+    kwargs = env_kwargs(cfg, index)
     if e.factory is not None:
-        env = registry.import_callable(e.factory)(**e.kwargs)
+        env = registry.import_callable(e.factory)(**kwargs)
     else:
         registry.ensure_env_id(e.id, tuple(e.imports))
         # The passive checker insists on scalar rewards; vector rewards are our convention.
-        env = gym.make(e.id, disable_env_checker=True, **e.kwargs)
+        env = gym.make(e.id, disable_env_checker=True, **kwargs)
     for spec in e.wrappers:
         env = resolve_wrapper(spec.name)(env, **spec.kwargs)
     return env
 
 
-def make_env(cfg: ExperimentConfig, monitor: bool = False) -> gym.Env:
-    """One (non-batched) environment with the config's wrappers, preorder, scalarisation and statistics."""
+def make_env(cfg: ExperimentConfig, monitor: bool = False, index: int = 0) -> gym.Env:
+    """One (non-batched) environment with the config's wrappers, preorder, scalarisation and statistics.
+
+    :param index: the env's index in its vector (selects its ``per_env`` arguments).
+    """
     e = cfg.env
-    env = FiniteCheck(_base_env(cfg))
+    env = FiniteCheck(_base_env(cfg, index))
     if e.preorder is not None:
         env = WithPreorder(env, e.preorder)
     objectives = env.get_wrapper_attr("objectives")
@@ -99,9 +143,9 @@ def make_env(cfg: ExperimentConfig, monitor: bool = False) -> gym.Env:
     return Monitor(env) if monitor else env
 
 
-def _env_fn(cfg_data: dict, monitor: bool) -> gym.Env:
+def _env_fn(cfg_data: dict, monitor: bool, index: int) -> gym.Env:
     # Module-level and fed a plain dict so SubprocVecEnv can pickle it.
-    return make_env(config_from_dict(cfg_data), monitor=monitor)
+    return make_env(config_from_dict(cfg_data), monitor=monitor, index=index)
 
 
 def make_vec_env(cfg: ExperimentConfig, n_envs: int, seed: int | None, monitor: bool = True) -> VecEnv:
@@ -123,7 +167,7 @@ def make_vec_env(cfg: ExperimentConfig, n_envs: int, seed: int | None, monitor: 
             venv = VecMonitor(venv)
     else:
         data = cfg.model_dump(mode="json")
-        fns = [partial(_env_fn, data, monitor) for _ in range(n_envs)]
+        fns = [partial(_env_fn, data, monitor, i) for i in range(n_envs)]
         venv = SubprocVecEnv(fns) if cfg.train.vec_env == "subproc" and n_envs > 1 else DummyVecEnv(fns)
     if seed is not None:
         venv.seed(seed)
@@ -150,6 +194,7 @@ def env_objectives(env) -> tuple[str, ...]:
 
 def check_config(cfg: ExperimentConfig, source: str) -> tuple[str, ...]:
     """Build one env to check the config against it; any failure becomes a ConfigError."""
+    _check_per_env(cfg, source)
     def build(fn):
         try:
             return fn(cfg)

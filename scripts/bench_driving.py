@@ -8,9 +8,11 @@ Measured in one process, random actions, median of ``--repeats`` runs:
 4. one Gymnasium env (``DrivingEnv.step``, a batch of one, Python loop);
 5. highway-env ``highway-fast-v0`` (about 20-40 steps/s, so only ``--highway-steps`` steps in all).
 
-Then prints the ratios to highway-fast-v0. Example::
+Then prints the ratios to highway-fast-v0. ``--components`` also prints what one step costs per env, kernel
+by kernel (CPU time on a state reached by 60 random-action steps), to show what bounds the batched rate.
+Example::
 
-    python scripts/bench_driving.py --n-envs 256 --n-vehicles 20
+    python scripts/bench_driving.py --n-envs 256 --n-vehicles 20 --components
 """
 
 from __future__ import annotations
@@ -90,6 +92,96 @@ def bench_highway_env(total_steps, repeats):
     return _median_rate(run, per_run, repeats)
 
 
+_COMPONENTS = ("neighbours (MOBIL steps)", "traffic_accels (MOBIL steps)", "mobil_decisions (MOBIL steps)",
+               "follow_sweep (other steps)", "integrate_traffic", "recycle", "sort_order", "ego checks",
+               "write_obs")
+
+
+def _component_loop():
+    import numba
+
+    from envs.driving import sim
+    from envs.driving import traffic as tr
+    from envs.driving.road import MAX_LANES
+
+    # like the simulator's kernels: no reference counting (the kernels inlined here would otherwise pay an
+    # incref/decref per array they receive), so the scratch arrays come from the caller
+    @numba.njit(_nrt=False)
+    def loop(which, reps, ego, traf, order, rng, P, curv, speed, lane_start, lane_end, obs, leader, follower, front,
+             acc, dist, nearest, target):
+        x = 0.0
+        for r in range(reps):
+            for e in range(ego.shape[0]):
+                if which == 0:
+                    tr.neighbours(e, ego, traf, order, P, leader, follower, front[0], True)
+                elif which == 1 or which == 2:
+                    if r == 0:
+                        tr.neighbours(e, ego, traf, order, P, leader, follower, front[0], True)
+                    tr.traffic_accels(e, ego, traf, P, speed, lane_end, leader, acc)
+                    if which == 2:  # decide, then undo the decisions so every repeat decides alike
+                        for i in range(target.shape[0]):
+                            target[i] = traf[e, tr.T_TARGET, i]
+                        tr.mobil_decisions(e, 0, ego, traf, P, speed, lane_start, lane_end, leader, follower, acc)
+                        for i in range(target.shape[0]):
+                            traf[e, tr.T_TARGET, i] = target[i]
+                elif which == 3:
+                    tr.follow_sweep(e, ego, traf, order, P, speed, lane_end, front, acc)
+                elif which == 4:
+                    tr.integrate_traffic(e, traf, P, acc)
+                elif which == 5:
+                    tr.recycle(e, r, rng, ego, traf, P, speed, lane_start, lane_end)
+                elif which == 6:
+                    tr.sort_order(e, traf, order)
+                elif which == 7:
+                    x += sim._ego_checks(e, ego, traf, P, lane_start, lane_end)[2]
+                else:
+                    sim.write_obs(e, ego, traf, order, P, curv, speed, lane_start, lane_end, obs[e], dist, nearest)
+        return x
+
+    def run(which, reps, ego, traf, order, rng, P, curv, speed, lane_start, lane_end, obs):
+        V = traf.shape[2]
+        scratch = (np.empty((V + 1, MAX_LANES), np.int64), np.empty((V + 1, MAX_LANES), np.int64),
+                   np.empty((1, MAX_LANES), np.int64), np.zeros(V + 1), np.empty(16), np.empty(16, np.int64),
+                   np.empty(V))
+        return loop(which, reps, ego, traf, order, rng, P, curv, speed, lane_start, lane_end, obs, *scratch)
+
+    return run
+
+
+def bench_components(scenario, n_envs, n_vehicles, repeats, reps=50):
+    """``[(component, ns per env-step)]``: each kernel timed alone over the batch (CPU time, median), the
+    MOBIL-step kernels weighted by ``1 / mobil_period``; the last row is the whole step for comparison."""
+    from envs.driving import make_vec
+    from envs.driving.traffic import P_MOBIL_PERIOD
+
+    venv = make_vec(scenario, n_envs, seed=0, n_vehicles=n_vehicles)
+    venv.reset()
+    actions = np.random.default_rng(0).integers(0, 5, (reps, n_envs)).astype(np.int64)
+    for t in range(60):
+        venv.step_kernel(actions[t % reps])
+    sim = venv.sim
+    period = sim.P[P_MOBIL_PERIOD]
+    loop = _component_loop()
+    rows = []
+    for which, name in enumerate(_COMPONENTS):
+        state = [a.copy() for a in (sim.ego, sim.traf, sim.order, sim.rng)]
+        args = (*state, sim.P, *sim._road_args, sim.obs.copy())
+        loop(which, 1, *args)
+        _, per_cpu = _median_rate(lambda: loop(which, reps, *args), reps * n_envs, repeats)
+        weight = 1.0 / period if which < 3 else (1.0 - 1.0 / period if which == 3 else 1.0)
+        rows.append((name, weight * 1e9 / per_cpu))
+
+    rows[2] = (rows[2][0], rows[2][1] - rows[1][1])  # its loop recomputes the accelerations MOBIL reads
+
+    def run():
+        for t in range(reps):
+            venv.step_kernel(actions[t])
+
+    _, per_cpu = _median_rate(run, reps * n_envs, repeats)
+    rows.append(("whole step (batch_step, with auto-reset)", 1e9 / per_cpu))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="highway", choices=["highway", "route"])
@@ -100,6 +192,7 @@ def main(argv=None):
     parser.add_argument("--highway-steps", type=int, default=50, help="highway-fast-v0 steps in all")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-parallel", action="store_true", help="skip the threaded variant")
+    parser.add_argument("--components", action="store_true", help="also print the per-kernel cost of a step")
     args = parser.parse_args(argv)
 
     rows = []
@@ -119,6 +212,16 @@ def main(argv=None):
     print(f"{'what':<52}{'env-steps/s':>13}{'x highway-fast':>16}{'per CPU-s':>12}{'x (CPU)':>10}")
     for name, (rate, cpu_rate) in rows:
         print(f"{name:<52}{rate:>13,.0f}{rate / hw[0]:>16,.0f}{cpu_rate:>12,.0f}{cpu_rate / hw[1]:>10,.0f}")
+    if args.components:
+        rows = bench_components(args.scenario, args.n_envs, args.n_vehicles, args.repeats)
+        total = rows[-1][1]
+        print(f"\nper env-step, CPU time (E={args.n_envs}, V={args.n_vehicles}); the rest of the whole step is the ego "
+              "(control, bicycle model), reward, info and auto-resets")
+        for name, ns in rows[:-1]:
+            print(f"{name:<52}{ns:>10.0f} ns{100 * ns / total:>7.1f} %")
+        rest = total - sum(ns for _, ns in rows[:-1])
+        print(f"{'rest of the step':<52}{rest:>10.0f} ns{100 * rest / total:>7.1f} %")
+        print(f"{rows[-1][0]:<52}{total:>10.0f} ns  -> {1e9 / total:,.0f} env-steps per CPU-s")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ Three measurements, each the median of ``--runs`` (>= 5) timed runs in this one 
    vector; QR-DQN trains on the scalar), same network width (``[64, 64]``), batch size (32), train
    frequency (4), one gradient step per training call, the same epsilon (fixed at 0.05 so that both
    call their network equally often). QDIQN: m = 4 objectives on four preorder levels,
-   N = N' = K = 32; QR-DQN: 32 quantiles. Runs alternate between the two algorithms, so load from
-   other processes hits both alike. Target: ratio >= 0.8.
+   N = N' = K = 32; QR-DQN: 32 quantiles; plain IQN (scalar reward, N = N' = K = 32) for reference.
+   Runs alternate between the algorithms, so load from other processes hits them alike. Torch uses the
+   same thread count (``--threads``) for all of them. Target: QDIQN / QRDQN >= 0.8.
 2. **QDIQN end-to-end** on ``envs.driving.make_vec("route", 16)``: training env-steps/s (every
    transition counted), same hyperparameters. Target: >= 5,000 env-steps/s.
 3. **optimal_subset** (``morl.dominance``) for B = 256, m = 4, K = 32, A in {5, 27}: milliseconds a call.
@@ -55,21 +56,26 @@ def timed_learn(model, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def bench_vs_qrdqn(runs: int, steps: int) -> tuple[float, float]:
+def bench_vs_qrdqn(runs: int, steps: int) -> dict[str, float]:
+    """Median env-steps/s of QRDQN-32, IQN and QDIQN (m = 4), timed runs interleaved."""
     from sb3_contrib import QRDQN
 
-    from agents.iqn import QDIQN
+    from agents.iqn import IQN, QDIQN
 
-    qrdqn = QRDQN("MlpPolicy", vector_cartpole(), **{**COMMON, "policy_kwargs": {"net_arch": [64, 64], "n_quantiles": 32}})
-    qdiqn = QDIQN("MlpPolicy", vector_cartpole(), preorder=" > ".join(OBJECTIVES), n_quantiles=32,
-                  n_target_quantiles=32, n_quantiles_act=32, **COMMON)
-    for model in (qrdqn, qdiqn):  # fill past learning_starts so every timed run trains
+    quantiles = {"n_quantiles": 32, "n_target_quantiles": 32, "n_quantiles_act": 32}
+    models = {
+        "QRDQN": QRDQN("MlpPolicy", vector_cartpole(),
+                       **{**COMMON, "policy_kwargs": {"net_arch": [64, 64], "n_quantiles": 32}}),
+        "IQN": IQN("MlpPolicy", vector_cartpole(), **quantiles, **COMMON),
+        "QDIQN": QDIQN("MlpPolicy", vector_cartpole(), preorder=" > ".join(OBJECTIVES), **quantiles, **COMMON),
+    }
+    for model in models.values():  # fill past learning_starts so every timed run trains
         model.learn(COMMON["learning_starts"] + steps // 2)
-    rates = {"QRDQN": [], "QDIQN": []}
+    rates = {name: [] for name in models}
     for _ in range(runs):
-        rates["QRDQN"].append(timed_learn(qrdqn, steps))
-        rates["QDIQN"].append(timed_learn(qdiqn, steps))
-    return statistics.median(rates["QDIQN"]), statistics.median(rates["QRDQN"])
+        for name, model in models.items():
+            rates[name].append(timed_learn(model, steps))
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 def bench_end_to_end(runs: int, steps: int, n_envs: int = 16) -> float:
@@ -115,9 +121,11 @@ def main(argv=None) -> None:
     print(f"torch {th.__version__}, {th.get_num_threads()} thread(s), median of {args.runs} runs, "
           f"{os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.2f} (other processes share the machine)")
     if args.only in (None, "qrdqn"):
-        qd, qr = bench_vs_qrdqn(args.runs, args.steps)
+        rate = bench_vs_qrdqn(args.runs, args.steps)
+        qd, qr, iq = rate["QDIQN"], rate["QRDQN"], rate["IQN"]
         print("CartPole (m=4 vector), 1 env, net [64, 64], batch 32, train_freq 4:")
         print(f"  QRDQN-32   {qr:8.0f} env-steps/s")
+        print(f"  IQN        {iq:8.0f} env-steps/s   (N=N'=K=32)   ratio IQN / QRDQN = {iq / qr:.2f}")
         print(f"  QDIQN      {qd:8.0f} env-steps/s   (m=4, N=N'=K=32)")
         print(f"  ratio QDIQN / QRDQN = {qd / qr:.2f}   (target >= 0.8)")
     if args.only in (None, "vec"):

@@ -9,8 +9,9 @@ What differs from SB3's ``PPO.train``:
 
 - value clipping is CleanRL's / CaRL's ``0.5 · max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²)``
   (SB3 takes only the clipped term);
-- losses are accumulated on the device and read once per update, so a CUDA run does not
-  synchronise after every minibatch;
+- losses are accumulated on the device and read once per update, and the rollout goes to the
+  device once per update (:class:`morl.buffers.DeviceRolloutBuffer`, which :class:`~morl.buffers.MORolloutBuffer`
+  extends), so a CUDA run does not synchronise after every minibatch;
 - per-objective returns are logged (``rollout/vector_return/<objective>``) through
   :class:`morl.buffers.MORolloutBuffer` whenever the env reports ``info["vector_reward"]``.
 """
@@ -27,7 +28,7 @@ from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticP
 from stable_baselines3.common.utils import explained_variance
 
 from agents.carl.policies import BetaPolicy
-from morl.buffers import MORolloutBuffer, VectorRewardCallback
+from morl.buffers import DeviceRolloutBuffer, MORolloutBuffer, VectorRewardCallback
 
 __all__ = ["CaRLPPO", "clipped_value_loss", "linear_schedule"]
 
@@ -113,6 +114,8 @@ class CaRLPPO(PPO):
         self.log_vector_returns = log_vector_returns
         if rollout_buffer_class is None and log_vector_returns:
             rollout_buffer_class = MORolloutBuffer
+            # the vectors are only logged: minibatches without them (train reads SB3's fields)
+            rollout_buffer_kwargs = {"sample_vectors": False, **(rollout_buffer_kwargs or {})}
         super().__init__(
             policy, env, learning_rate=learning_rate, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs,
             gamma=gamma, gae_lambda=gae_lambda, clip_range=clip_range,
@@ -121,6 +124,11 @@ class CaRLPPO(PPO):
             policy_kwargs=policy_kwargs, rollout_buffer_class=rollout_buffer_class,
             rollout_buffer_kwargs=rollout_buffer_kwargs, **kwargs,
         )
+
+    def _setup_model(self) -> None:
+        if self.rollout_buffer_class is None and not isinstance(self.observation_space, spaces.Dict):
+            self.rollout_buffer_class = DeviceRolloutBuffer  # SB3's minibatches, cut on the device
+        super()._setup_model()
 
     def _objective_names(self):
         try:
@@ -137,6 +145,33 @@ class CaRLPPO(PPO):
         return super().learn(total_timesteps, callback=callback, log_interval=log_interval, tb_log_name=tb_log_name,
                              reset_num_timesteps=reset_num_timesteps, progress_bar=progress_bar)
 
+    def _minibatch_loss(self, batch, eps: float, eps_vf: float | None) -> tuple[th.Tensor, th.Tensor]:
+        """PPO loss on one minibatch and its statistics, both on the device (nothing is read back).
+
+        :return: ``(loss, stats)`` with ``stats = [policy loss, value loss, entropy loss, clip fraction,
+            approx KL]`` (detached).
+        """
+        actions = batch.actions
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        values, log_prob, entropy = self.policy.evaluate_actions(batch.observations, actions)
+        values = values.flatten()
+        adv = batch.advantages
+        if self.normalize_advantage and len(adv) > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        # Clipped surrogate objective (Schulman et al. 2017, eq. 7)
+        log_ratio = log_prob - batch.old_log_prob
+        ratio = th.exp(log_ratio)
+        policy_loss = -th.min(adv * ratio, adv * th.clamp(ratio, 1 - eps, 1 + eps)).mean()
+        value_loss = clipped_value_loss(values, batch.old_values, batch.returns, eps_vf)
+        entropy_loss = -th.mean(entropy) if entropy is not None else th.mean(log_prob)
+        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+        with th.no_grad():
+            approx_kl = th.mean((ratio - 1) - log_ratio)
+            clip_frac = th.mean((th.abs(ratio - 1) > eps).float())
+            stats = th.stack([policy_loss.detach(), value_loss.detach(), entropy_loss.detach(), clip_frac, approx_kl])
+        return loss, stats
+
     def train(self) -> None:
         """One PPO update over the rollout: ``n_epochs`` passes of minibatches of ``batch_size``."""
         self.policy.set_training_mode(True)
@@ -149,27 +184,10 @@ class CaRLPPO(PPO):
         continue_training = True
         for epoch in range(self.n_epochs):
             for batch in self.rollout_buffer.get(self.batch_size):
-                actions = batch.actions
-                if isinstance(self.action_space, spaces.Discrete):
-                    actions = actions.long().flatten()
-                values, log_prob, entropy = self.policy.evaluate_actions(batch.observations, actions)
-                values = values.flatten()
-                adv = batch.advantages
-                if self.normalize_advantage and len(adv) > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                # Clipped surrogate objective (Schulman et al. 2017, eq. 7)
-                log_ratio = log_prob - batch.old_log_prob
-                ratio = th.exp(log_ratio)
-                policy_loss = -th.min(adv * ratio, adv * th.clamp(ratio, 1 - eps, 1 + eps)).mean()
-                value_loss = clipped_value_loss(values, batch.old_values, batch.returns, eps_vf)
-                entropy_loss = -th.mean(entropy) if entropy is not None else th.mean(log_prob)
-                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                with th.no_grad():
-                    approx_kl = th.mean((ratio - 1) - log_ratio)
-                    clip_frac = th.mean((th.abs(ratio - 1) > eps).float())
-                    sums += th.stack([policy_loss.detach(), value_loss.detach(), entropy_loss.detach(), clip_frac, approx_kl])
+                loss, stats = self._minibatch_loss(batch, eps, eps_vf)
+                sums += stats
                 n_batches += 1
-                if self.target_kl is not None and approx_kl.item() > 1.5 * self.target_kl:
+                if self.target_kl is not None and stats[4].item() > 1.5 * self.target_kl:
                     continue_training = False
                     break
                 self.policy.optimizer.zero_grad()

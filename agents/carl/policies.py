@@ -45,7 +45,11 @@ class BetaDistribution(Distribution):
         a, b = params.chunk(2, dim=-1)
         alpha = F.softplus(a) + self.min_concentration
         beta = F.softplus(b) + self.min_concentration
-        self.distribution = th.distributions.Beta(alpha, beta)
+        # No argument validation: it checks the parameters and every log_prob sample with a Python
+        # ``if`` on a tensor, a host-device synchronisation per minibatch on CUDA. alpha, beta >= c > 0
+        # by construction and log_prob clamps its samples into (0, 1); NaN parameters are caught by
+        # the run's divergence guard.
+        self.distribution = th.distributions.Beta(alpha, beta, validate_args=False)
         return self
 
     def log_prob(self, actions: th.Tensor) -> th.Tensor:

@@ -80,6 +80,10 @@ class EnsembleIQN(IQN):
         rb = self.replay_buffer
         if self.bootstrap_prob >= 1.0:
             return rb.sample(batch_size, env=self._vec_normalize_env), None  # type: ignore[union-attr]
+        if getattr(rb, "device_storage", False) and self._vec_normalize_env is None:
+            # Indices drawn on the device: the masks are looked up there too, with no host-device copy.
+            rows, envs = rb.sample_indices(batch_size)
+            return rb.samples_at(rows, envs), self._bootstrap_masks[rows].float()
         # Draw the row indices here (as ReplayBuffer.sample does) to look their masks up.
         if rb.optimize_memory_usage:
             if rb.full:

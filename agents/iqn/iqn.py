@@ -32,6 +32,7 @@ from stable_baselines3.common.utils import (
 
 from agents.iqn.losses import quantile_huber_loss
 from agents.iqn.policies import CnnPolicy, IQNPolicy, MlpPolicy, MultiInputPolicy
+from morl.buffers import DeviceReplayBuffer
 
 __all__ = ["IQN"]
 
@@ -54,7 +55,7 @@ class IQN(OffPolicyAlgorithm):
     - ``double_q``: pick ``a*`` with the online network and evaluate it with the target network
       (double DQN); off by default, as in Dopamine's IQN.
     - exploration is epsilon-greedy, drawn per environment when several run in parallel.
-    - Adam with ``eps = 0.01 / batch_size`` (the QR-DQN / IQN convention; ``foreach`` update) unless ``policy_kwargs``
+    - Adam with ``eps = 0.01 / batch_size`` (the QR-DQN / IQN convention; ``fused`` update) unless ``policy_kwargs``
       names an optimizer.
 
     :param policy: policy class or alias ("MlpPolicy", "CnnPolicy", "MultiInputPolicy").
@@ -176,13 +177,22 @@ class IQN(OffPolicyAlgorithm):
         self.policy_kwargs["risk_eta"] = self.risk_eta
         if "optimizer_class" not in self.policy_kwargs:
             self.policy_kwargs["optimizer_class"] = th.optim.Adam
-            # foreach: one fused update over all parameters instead of a Python loop over them.
-            self.policy_kwargs["optimizer_kwargs"] = {"eps": 0.01 / batch_size, "foreach": True}
+            # fused: one kernel updates every parameter (CPU and CUDA), about 3x faster than "foreach",
+            # which on CPU loops over the parameters and reads the step count back per parameter.
+            self.policy_kwargs["optimizer_kwargs"] = {"eps": 0.01 / batch_size, "fused": True}
         if _init_setup_model:
             self._setup_model()
 
     # ------------------------------------------------------------------ setup
     def _setup_model(self) -> None:
+        if self.replay_buffer_class is None and not isinstance(self.observation_space, spaces.Dict) \
+                and self.n_steps == 1:
+            self.replay_buffer_class = DeviceReplayBuffer  # SB3's ReplayBuffer, with a device copy on CUDA
+        if isinstance(self.replay_buffer_class, type) and issubclass(self.replay_buffer_class, DeviceReplayBuffer):
+            self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs)  # the caller's dict stays as it was
+            # On CUDA the buffer keeps a copy on the device and samples there (no copy per minibatch);
+            # "auto" is resolved by the buffer, so a model saved on one device and loaded on another follows.
+            self.replay_buffer_kwargs.setdefault("device_storage", "auto")
         super()._setup_model()
         self._create_aliases()
         self.batch_norm_stats = get_parameters_by_name(self.quantile_net, ["running_"])
@@ -261,26 +271,40 @@ class IQN(OffPolicyAlgorithm):
             discounts = discounts.view(batch, 1, 1)
         return rewards.view(batch, 1, -1) + (1.0 - dones.view(batch, 1, 1)) * discounts * z_next
 
+    def _loss(self, replay_data, weights: th.Tensor | None = None, tau_next: th.Tensor | None = None,
+              taus: th.Tensor | None = None) -> th.Tensor:
+        """The training loss on one minibatch (a scalar tensor on the device; nothing is read back).
+
+        :param replay_data: a minibatch of the replay buffer.
+        :param weights: per-sample, per-head weights ``[B, H]`` (see :meth:`_sample`).
+        :param tau_next: target fractions ``[B, N']``; ``None`` draws them.
+        :param taus: online fractions ``[B, N]``; ``None`` draws them (after the target, as ``train`` does).
+        """
+        discounts = getattr(replay_data, "discounts", None)
+        discounts = self.gamma if discounts is None else discounts
+        batch = replay_data.dones.shape[0]
+        with th.no_grad():
+            if tau_next is None:
+                tau_next = th.rand(batch, self.n_target_quantiles, device=self.device)
+            target = self._target_quantiles(replay_data.next_observations, self._rewards(replay_data),
+                                            replay_data.dones, discounts, tau_next)
+        if taus is None:
+            taus = th.rand(batch, self.n_quantiles, device=self.device)
+        z = self.quantile_net(replay_data.observations, taus)  # [B, N, H, A]
+        n_quantiles, n_heads = z.shape[1], z.shape[2]
+        index = replay_data.actions.long().view(batch, 1, 1, 1).expand(batch, n_quantiles, n_heads, 1)
+        z_taken = z.gather(3, index).squeeze(3)  # [B, N, H]
+        per_head = quantile_huber_loss(z_taken, target, taus, self.kappa, reduction="none")  # [B, H]
+        return self._combine_losses(per_head, weights)
+
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
+        # Losses stay on the device and are read back once per call: no host-device sync per step.
         losses = []
         for _ in range(gradient_steps):
             replay_data, weights = self._sample(batch_size)
-            discounts = getattr(replay_data, "discounts", None)
-            discounts = self.gamma if discounts is None else discounts
-            batch = replay_data.dones.shape[0]
-            with th.no_grad():
-                tau_next = th.rand(batch, self.n_target_quantiles, device=self.device)
-                target = self._target_quantiles(replay_data.next_observations, self._rewards(replay_data),
-                                                replay_data.dones, discounts, tau_next)
-            taus = th.rand(batch, self.n_quantiles, device=self.device)
-            z = self.quantile_net(replay_data.observations, taus)  # [B, N, H, A]
-            n_heads = z.shape[2]
-            index = replay_data.actions.long().view(batch, 1, 1, 1).expand(batch, self.n_quantiles, n_heads, 1)
-            z_taken = z.gather(3, index).squeeze(3)  # [B, N, H]
-            per_head = quantile_huber_loss(z_taken, target, taus, self.kappa, reduction="none")  # [B, H]
-            loss = self._combine_losses(per_head, weights)
+            loss = self._loss(replay_data, weights)
             self.policy.optimizer.zero_grad()
             loss.backward()
             if self.max_grad_norm is not None:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numba
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
@@ -88,6 +90,22 @@ class CosineTauEmbedding(nn.Module):
         """:param taus: fractions ``[..., N]``. :return: embeddings ``[..., N, out_dim]``."""
         return th.relu(self.linear(th.cos(taus.unsqueeze(-1) * self.freqs)))
 
+    def constant(self, taus: th.Tensor) -> th.Tensor:
+        """``forward(taus)`` for a fraction set that rarely changes (the acting grid), reused on CPU outside
+        autograd while the fractions and the weights keep their values, so acting and the target's action
+        selection skip the cosine layer between updates. Values are compared, not version counters:
+        SB3's target update writes through ``.data``, which leaves the version counters alone. On other
+        devices the comparison would wait for the device at every call, so there is no cache there."""
+        if th.is_grad_enabled() or th.is_inference_mode_enabled() or taus.device.type != "cpu":
+            return self(taus)
+        w, b = self.linear.weight, self.linear.bias
+        cache = self.__dict__.get("_constant_cache")
+        if cache is None or not (cache[0].shape == taus.shape and cache[1].dtype == w.dtype == taus.dtype
+                                 and th.equal(cache[0], taus) and th.equal(cache[1], w) and th.equal(cache[2], b)):
+            cache = (taus.clone(), w.detach().clone(), b.detach().clone(), self(taus))
+            self.__dict__["_constant_cache"] = cache
+        return cache[3]
+
 
 class ImplicitQuantileNetwork(BasePolicy):
     """Quantiles ``Z(s, a; tau)`` for ``n_heads`` heads, on a shared trunk.
@@ -146,11 +164,18 @@ class ImplicitQuantileNetwork(BasePolicy):
         :param taus: fraction sets, each ``[N]`` (shared by the batch: embedded once) or ``[B, N]``.
         :return: ``[B, sum N, H, A]``; several sets go through the head in one pass.
         """
-        rows = []
-        for t in taus:
-            phi = self.phi(t)
-            rows.append(psi.unsqueeze(1) * (phi.unsqueeze(0) if phi.dim() == 2 else phi))
-        h = rows[0] if len(rows) == 1 else th.cat(rows, dim=1)
+        phis = [self.phi.constant(t) if t.dim() == 1 else self.phi(t) for t in taus]
+        phis = [phi.unsqueeze(0) if phi.dim() == 2 else phi for phi in phis]
+        if len(phis) == 1:
+            h = psi.unsqueeze(1) * phis[0]
+        elif th.is_grad_enabled():
+            h = th.cat([psi.unsqueeze(1) * phi for phi in phis], dim=1)
+        else:  # each product written in place into one buffer, without the copy of th.cat
+            h = psi.new_empty(psi.shape[0], sum(phi.shape[1] for phi in phis), psi.shape[1])
+            start = 0
+            for phi in phis:
+                th.mul(psi.unsqueeze(1), phi, out=h[:, start:start + phi.shape[1]])
+                start += phi.shape[1]
         out = self.head(h)
         return out.view(psi.shape[0], out.shape[1], self.n_heads, self.n_actions)
 
@@ -188,6 +213,29 @@ def tie_break_scores(mean_z: th.Tensor, mode: str, last_level: th.Tensor) -> th.
     if mode == "random":
         return th.rand(mean_z.shape[0], mean_z.shape[2], device=mean_z.device)
     raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {mode!r}")
+
+
+@numba.njit(cache=True)
+def _masked_argmax_kernel(mean_z, score_objs, mask):
+    """``masked_argmax(tie_break_scores(mean_z, mode, ...), mask)`` of the mean modes in one call, row by row:
+    an action's score is its means summed over ``score_objs`` in order, an action outside ``mask`` scores
+    -inf, the first maximum wins and a NaN beats every number, as with ``torch.argmax``."""
+    n_b, _, n_a = mean_z.shape
+    out = np.zeros(n_b, dtype=np.int64)
+    for b in range(n_b):
+        best = -np.inf
+        for a in range(n_a):
+            if mask[b, a]:
+                s = mean_z[b, score_objs[0], a]
+                for t in range(1, score_objs.shape[0]):
+                    s = s + mean_z[b, score_objs[t], a]
+                if s != s:
+                    out[b] = a
+                    break
+                if s > best:
+                    best = s
+                    out[b] = a
+    return out
 
 
 class IQNPolicy(BasePolicy):
@@ -327,6 +375,8 @@ class QDIQNPolicy(IQNPolicy):
         self.tie_break = tie_break
         self.register_buffer("delta_t", th.tensor(delta, dtype=th.float32), persistent=False)
         self.register_buffer("last_level", th.tensor(preorder.level_indices[-1], dtype=th.long), persistent=False)
+        # The objectives whose means score the actions inside the subset (the mean tie-breaks), for the CPU kernel.
+        self._score_objs = np.array(preorder.level_indices[-1] if tie_break == "lowest_mean" else range(m), dtype=np.int64)
         # Running sum of acting-subset sizes (a tensor: no device sync in the acting loop).
         self.subset_size_sum = th.zeros((), device=self.device)
         self.subset_size_count = 0
@@ -338,8 +388,11 @@ class QDIQNPolicy(IQNPolicy):
     def select(self, z: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """One action per state from ``z [B, K, m, A]``: ``(actions [B], subset mask [B, A])``."""
         mask = self.subset(z)
-        scores = tie_break_scores(z.mean(dim=1), self.tie_break, self.last_level)
-        return masked_argmax(scores, mask), mask
+        mean_z = z.detach().mean(dim=1)
+        if self.tie_break != "random" and mean_z.device.type == "cpu" and mean_z.dtype in (th.float32, th.float64):
+            # One numba call instead of five small tensor operations (acting calls this at every env step).
+            return th.from_numpy(_masked_argmax_kernel(mean_z.numpy(), self._score_objs, mask.numpy())), mask
+        return masked_argmax(tie_break_scores(mean_z, self.tie_break, self.last_level), mask), mask
 
     def _predict(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
         actions, mask = self.select(self.act_quantiles(obs))

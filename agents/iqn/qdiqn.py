@@ -161,9 +161,9 @@ class QDIQN(IQN):
             from morl.buffers import MOReplayBuffer
 
             self.replay_buffer_class = MOReplayBuffer
-        if "reward_dim" not in self.replay_buffer_kwargs and getattr(self.replay_buffer_class, "__name__", "") \
-                == "MOReplayBuffer":
-            self.replay_buffer_kwargs["reward_dim"] = m
+        if getattr(self.replay_buffer_class, "__name__", "") == "MOReplayBuffer":
+            self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs)  # the caller's dict stays as it was
+            self.replay_buffer_kwargs.setdefault("reward_dim", m)
         self.policy_kwargs.update(preorder=self.preorder, theta=self.theta, delta=self.delta, tie_break=self.tie_break)
         super()._setup_model()
         self._weights_t = th.tensor(weights, dtype=th.float32, device=self.device)

@@ -199,7 +199,7 @@ class SubPO(BaseAlgorithm):
             batch = {k: th.cat([o[k] for o in obs]) for k in obs[0]}
         else:
             batch = th.cat(obs)
-        stats = {}
+        loss = entropy = None
         for _ in range(self.n_epochs):
             dist = self.policy.distribution(batch)
             logp = dist.log_prob(acts)
@@ -210,9 +210,11 @@ class SubPO(BaseAlgorithm):
             if self.max_grad_norm is not None:
                 th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
-            stats = {"loss": float(loss.item()), "entropy": float(entropy.item())}
         self._n_updates += self.n_epochs
-        return stats
+        if loss is None:
+            return {}
+        # Read back once, after the last epoch (whose values are logged): no sync per epoch on CUDA.
+        return {"loss": float(loss.item()), "entropy": float(entropy.item())}
 
     def learn(self, total_timesteps: int, callback=None, log_interval: int = 1, tb_log_name: str = "SubPO",
               reset_num_timesteps: bool = True, progress_bar: bool = False):

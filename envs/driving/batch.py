@@ -44,7 +44,7 @@ def default_params(road, *, dt=0.2, v_max=40.0, acc_max=5.0, max_steer=0.2, whee
     :param idm_b: IDM comfortable deceleration (m/s^2).
     :param idm_s0: IDM jam distance (m, bumper to bumper).
     :param idm_time_headway: IDM time headway (s).
-    :param idm_delta: IDM acceleration exponent.
+    :param idm_delta: IDM acceleration exponent, a whole number (the kernels take an integer power).
     :param mobil_politeness: MOBIL politeness factor ``p``.
     :param mobil_threshold: MOBIL switching threshold (m/s^2).
     :param mobil_b_safe: MOBIL safe deceleration bound for the new follower (m/s^2).
@@ -80,6 +80,8 @@ def default_params(road, *, dt=0.2, v_max=40.0, acc_max=5.0, max_steer=0.2, whee
         raise ValueError(f"max_steps must be >= 1, got {max_steps!r}")
     if int(k_vehicles) < 0:
         raise ValueError(f"k_vehicles must be >= 0, got {k_vehicles!r}")
+    if not (np.isfinite(idm_delta) and idm_delta == int(idm_delta) and 1 <= idm_delta <= 16):
+        raise ValueError(f"idm_delta must be a whole number in [1, 16], got {idm_delta!r}")
     if int(mobil_period) < 1:
         raise ValueError(f"mobil_period must be >= 1, got {mobil_period!r}")
     v_ref = float(np.max(road.speed_limit)) if v_ref is None else float(v_ref)

@@ -15,6 +15,8 @@ import numpy as np
 # Kernels are compiled with `_nrt=False` (no reference counting: they never allocate). Called from the
 # batched step, a non-inlined call that passes arrays otherwise pays an atomic incref/decref per array
 # argument, which measured several times slower in the per-vehicle loops. They work from Python as usual.
+# The ones with loops that the step calls several times (`road_edges`, `box_off_road_cs`) are also
+# `inline="always"`: LLVM does not inline them across numba's modules (see envs/driving/traffic.py).
 
 # ----------------------------------------------------------------------------- random numbers
 
@@ -64,7 +66,7 @@ def lane_exists(lane_start, lane_end, n_lanes, lane, s):
     return lane_start[lane] <= s < lane_end[lane]
 
 
-@numba.njit(cache=True, _nrt=False)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def road_edges(lane_start, lane_end, n_lanes, lane_width, s):
     """Right and left edges ``(d_right, d_left)`` of the lanes existing at ``s``; ``(0, 0)`` if none."""
     lo = 1e9
@@ -127,13 +129,19 @@ def idm_accel(v, v0, gap, v_lead, a_max, b_comf, s0, time_headway, delta):
 
     ``a = a_max (1 - (v/v0)^delta - (s*/gap)^2)``, ``s* = s0 + max(0, v T + v dv / (2 sqrt(a_max b)))``
     with ``dv = v - v_lead``; ``gap`` is bumper to bumper (a huge value when there is no leader).
+    ``delta`` is a whole number (4 in the paper): the power is a few multiplications, never a ``pow`` call,
+    which LLVM would otherwise evaluate speculatively in the per-vehicle loops.
     """
     x = v / max(v0, 0.1)
-    if delta == 4.0:  # the usual exponent: two multiplications instead of a pow call
+    n = int(delta)
+    if n == 4:  # the usual exponent
         x2 = x * x
-        free = 1.0 - x2 * x2
+        xn = x2 * x2
     else:
-        free = 1.0 - x ** delta
+        xn = 1.0
+        for _ in range(n):
+            xn *= x
+    free = 1.0 - xn
     if gap > 1e6:
         return a_max * free
     dv = v - v_lead
@@ -180,8 +188,14 @@ def boxes_overlap(x1, y1, h1, l1, w1, x2, y2, h2, l2, w2):
 def box_off_road(s, d, psi, length, width, lane_start, lane_end, n_lanes, lane_width, shoulder):
     """Whether any corner of the box at ``(s, d)`` with road-relative heading ``psi`` lies outside the
     drivable area (the existing lanes at the corner's ``s`` plus ``shoulder`` on each side)."""
-    c = math.cos(psi)
-    sn = math.sin(psi)
+    return box_off_road_cs(s, d, math.cos(psi), math.sin(psi), length, width, lane_start, lane_end, n_lanes,
+                           lane_width, shoulder)
+
+
+@numba.njit(cache=True, _nrt=False, inline="always")
+def box_off_road_cs(s, d, c, sn, length, width, lane_start, lane_end, n_lanes, lane_width, shoulder):
+    """:func:`box_off_road` with the heading given as its cosine ``c`` and sine ``sn`` (callers that have
+    them already save the trigonometric calls)."""
     for k in range(4):
         fl = 0.5 * length if k < 2 else -0.5 * length
         fw = 0.5 * width if (k % 2) == 0 else -0.5 * width

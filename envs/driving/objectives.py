@@ -275,7 +275,7 @@ def reward_vector(collision, off_road, ttc, speed, speed_limit, outside_route_la
     )
 
 
-@numba.njit(cache=True, _nrt=False)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def fill_reward_vector(out, collision, off_road, ttc, speed, speed_limit, outside_route_lanes, delta_s,
                        step_distance_ref, jerk, steer_rate, lane_offset, lane_width, scales):
     """:func:`reward_vector` written into ``out[0:4]`` (a row of a batch array)."""

@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from envs.driving import objectives as ob
-from envs.driving.geometry import (bicycle_step, box_off_road, boxes_overlap, grid_value, lane_exists, lane_of,
+from envs.driving.geometry import (bicycle_step, box_off_road_cs, boxes_overlap, grid_value, lane_exists, lane_of,
                                    rand_uniform, road_edges, seed_state)
 from envs.driving.road import MAX_LANES
 from envs.driving.traffic import (P_ACC_MAX, P_COMFORT_HOLD, P_CONTINUOUS, P_DT, P_EGO_ACTIVE, P_FRONT, P_GRID_STEP,
@@ -118,13 +118,13 @@ def reset_env(e, ego, traf, order, rng, P, curv_grid, speed_grid, lane_start, la
         ok = False
         for _ in range(30):
             if place_vehicle(e, i, s0 - 30.0 + span * rand_uniform(rng, e), rng, ego, traf, P, speed_grid,
-                             lane_start, lane_end):
+                             lane_start, lane_end, i):
                 ok = True
                 break
         k = 1
         while not ok:  # crowded: queue it beyond the spawn window
             ok = place_vehicle(e, i, s0 + P[P_FRONT] + 20.0 * k, rng, ego, traf, P, speed_grid,
-                               lane_start, lane_end)
+                               lane_start, lane_end, i)
             k += 1
     for i in range(V):
         order[e, i] = i
@@ -134,17 +134,19 @@ def reset_env(e, ego, traf, order, rng, P, curv_grid, speed_grid, lane_start, la
 @numba.njit(cache=True)
 def batch_reset(mask, ego, traf, order, rng, P, curv_grid, speed_grid, lane_start, lane_end, scales, obs):
     """Reset the envs where ``mask`` is true and write their observations."""
-    acc = np.empty(traf.shape[2] + 1)
+    K = max(int(P[P_K]), 1)
+    dist = np.empty(K)
+    nearest = np.empty(K, dtype=np.int64)
     for e in range(ego.shape[0]):
         if mask[e]:
             reset_env(e, ego, traf, order, rng, P, curv_grid, speed_grid, lane_start, lane_end)
-            write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, obs[e], acc)
+            write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, obs[e], dist, nearest)
 
 
 # ----------------------------------------------------------------------------- observation
 
-@numba.njit(cache=True, _nrt=False)
-def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, out, dist):
+@numba.njit(cache=True, _nrt=False, inline="always")
+def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, out, dist, nearest):
     """Observation of env ``e`` into ``out`` (float32, values in ``[-1, 1]``).
 
     Ego (10): speed / v_max, heading / (pi/2), lane-centre offset / (w/2), position across the road,
@@ -154,7 +156,7 @@ def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_en
     curvature x 50 at 0, 20 and 50 m ahead, speed limit 50 m ahead / v_max, route left (1 - completion).
     Vehicles (K x 5, like highway-env's Kinematics): presence, ds / 60, dd / 10, relative longitudinal
     and lateral speed / 20, nearest first (Euclidean in (s, d)); absent rows are zero.
-    ``dist`` is ``(V,)`` float64 scratch.
+    ``dist`` (float64) and ``nearest`` (int64) are scratch of length ``>= K``.
     """
     V = traf.shape[2]
     n_lanes = int(P[P_N_LANES])
@@ -193,23 +195,30 @@ def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_en
     K = int(P[P_K])
     for r in range(o, o + K * N_VEH_OBS):
         out[r] = 0.0
-    # K nearest (Euclidean in (s, d)) within 60 m along the road: distances once, then K selection passes
+    # K nearest (Euclidean in (s, d)) within 60 m along the road, ties to the lower index: one pass keeps
+    # the nearest so far sorted in dist[0:n] (squared distances) and nearest[0:n] (indices)
     vs = v * math.cos(psi)
     vd_e = v * math.sin(psi)
-    for i in range(V):
+    n = 0
+    for i in range(V if K > 0 else 0):
         ds = traf[e, T_S, i] - s
+        if not -60.0 < ds < 60.0:
+            continue
         dd = traf[e, T_D, i] - d
-        dist[i] = ds * ds + dd * dd if -60.0 < ds < 60.0 else np.inf
-    for r in range(K):
-        best_i = -1
-        best = np.inf
-        for i in range(V):
-            if dist[i] < best:
-                best = dist[i]
-                best_i = i
-        if best_i < 0:
-            break
-        dist[best_i] = np.inf
+        d2 = ds * ds + dd * dd
+        if n == K and not d2 < dist[K - 1]:
+            continue
+        m = n if n < K else K - 1  # insertion point, shifting farther ones back
+        while m > 0 and dist[m - 1] > d2:
+            dist[m] = dist[m - 1]
+            nearest[m] = nearest[m - 1]
+            m -= 1
+        dist[m] = d2
+        nearest[m] = i
+        if n < K:
+            n += 1
+    for r in range(n):
+        best_i = nearest[r]
         row = o + r * N_VEH_OBS
         out[row + 0] = 1.0
         out[row + 1] = (traf[e, T_S, best_i] - s) / 60.0
@@ -222,7 +231,7 @@ def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_en
 
 # ----------------------------------------------------------------------------- ego control
 
-@numba.njit(cache=True, _nrt=False)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def meta_control(e, action, ego, P, curv_grid, lane_start, lane_end):
     """Apply a meta-action to env ``e``'s targets and return the controller's ``(accel, steer)``.
 
@@ -257,7 +266,7 @@ def meta_control(e, action, ego, P, curv_grid, lane_start, lane_end):
 
 # ----------------------------------------------------------------------------- step
 
-@numba.njit(cache=True, _nrt=False)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def _ego_checks(e, ego, traf, P, lane_start, lane_end):
     """``(collision, off_road, ttc)`` for the ego after the move."""
     V = traf.shape[2]
@@ -267,8 +276,10 @@ def _ego_checks(e, ego, traf, P, lane_start, lane_end):
     s = ego[e, E_S]
     d = ego[e, E_D]
     psi = ego[e, E_PSI]
-    vs = ego[e, E_V] * math.cos(psi)
-    hw = 0.5 * vl * abs(math.sin(psi)) + 0.5 * vw * abs(math.cos(psi))
+    cos_psi = math.cos(psi)
+    sin_psi = math.sin(psi)
+    vs = ego[e, E_V] * cos_psi
+    hw = 0.5 * vl * abs(sin_psi) + 0.5 * vw * abs(cos_psi)
     collision = False
     ttc = TTC_NONE
     for i in range(V):
@@ -285,7 +296,7 @@ def _ego_checks(e, ego, traf, P, lane_start, lane_end):
                 t = max(ds - vl, 0.0) / closing
                 if t < ttc:
                     ttc = t
-    off = box_off_road(s, d, psi, vl, vw, lane_start, lane_end, n_lanes, P[P_LANE_W], P[P_SHOULDER])
+    off = box_off_road_cs(s, d, cos_psi, sin_psi, vl, vw, lane_start, lane_end, n_lanes, P[P_LANE_W], P[P_SHOULDER])
     return collision, off, ttc
 
 
@@ -421,10 +432,12 @@ def batch_step(actions_d, actions_c, ego, traf, order, rng, P, curv_grid, speed_
     does that with ``parallel=True``.
     """
     V = traf.shape[2]
+    K = max(int(P[P_K]), 1)
     _step_range(0, ego.shape[0], actions_d, actions_c, ego, traf, order, rng, P, curv_grid, speed_grid, lane_start,
                 lane_end, scales, obs, rew, info, terminated, truncated, terminal_obs, auto_reset,
                 np.empty((V + 1, MAX_LANES), dtype=np.int64), np.empty((V + 1, MAX_LANES), dtype=np.int64),
-                np.empty((1, MAX_LANES), dtype=np.int64), np.empty(V + 1, dtype=np.float64))
+                np.empty((1, MAX_LANES), dtype=np.int64), np.empty(V + 1, dtype=np.float64), np.empty(K),
+                np.empty(K, dtype=np.int64))
 
 
 # Every kernel below the entry point above is compiled without numba's reference counting
@@ -432,7 +445,8 @@ def batch_step(actions_d, actions_c, ego, traf, order, rng, P, curv_grid, speed_
 # atomic incref/decref per array argument, which measured ~4x slower in the per-vehicle loops.
 @numba.njit(cache=True, _nrt=False)
 def _step_range(e0, e1, actions_d, actions_c, ego, traf, order, rng, P, curv_grid, speed_grid, lane_start, lane_end,
-                scales, obs, rew, info, terminated, truncated, terminal_obs, auto_reset, leader, follower, front2, acc):
+                scales, obs, rew, info, terminated, truncated, terminal_obs, auto_reset, leader, follower, front2, acc,
+                dist, nearest):
     front = front2[0]
     for e in range(e0, e1):
         a_d = actions_d[e] if actions_d.shape[0] > 0 else 0
@@ -442,9 +456,9 @@ def _step_range(e0, e1, actions_d, actions_c, ego, traf, order, rng, P, curv_gri
                                lane_start, lane_end, scales, leader, follower, front, front2, acc, rew, info)
         terminated[e] = term
         truncated[e] = trunc
-        write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, obs[e], acc)
+        write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, obs[e], dist, nearest)
         if auto_reset and (term or trunc):
             for r in range(obs.shape[1]):
                 terminal_obs[e, r] = obs[e, r]
             reset_env(e, ego, traf, order, rng, P, curv_grid, speed_grid, lane_start, lane_end)
-            write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, obs[e], acc)
+            write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, obs[e], dist, nearest)

@@ -24,6 +24,9 @@ from envs.driving.geometry import grid_value, idm_accel, lane_exists, lane_of, r
 # Kernels are compiled with `_nrt=False` (no reference counting: they never allocate). Called from the
 # batched step, a non-inlined call that passes arrays otherwise pays an atomic incref/decref per array
 # argument, which measured several times slower in the per-vehicle loops. They work from Python as usual.
+# Those called once per vehicle, or once per env from the step, are also `inline="always"` (numba inlines
+# them in its IR): LLVM does not inline them across numba's modules, and a call passes every array as
+# about ten machine words, which cost more than the work in the loops (1.2-1.3x on the whole step).
 
 # traffic fields
 T_S, T_D, T_V, T_VD, T_V0F, T_LANE, T_TARGET = range(7)
@@ -41,6 +44,23 @@ N_PARAMS = 40
 E_S, E_D, E_PSI, E_V = 0, 1, 2, 3
 
 NO_GAP = 1e9
+
+# indices of the tuple returned by `traffic_consts`
+C_A, C_B, C_S0, C_T, C_DELTA, C_VLEN, C_LANE_W, C_HALF_W, C_GRID_STEP, C_DECEL_MAX = range(10)
+
+
+@numba.njit(cache=True, _nrt=False, inline="always")
+def traffic_consts(P):
+    """The parameters the per-vehicle loops read, as a tuple of locals loaded once per env. Read from ``P``
+    inside the loops they would be reloaded (and ``sqrt(a b)`` of IDM recomputed) for every vehicle: ``P``
+    and the ``acc`` / ``traf`` arrays the loops write are all float64, so LLVM must assume they alias."""
+    return (P[P_IDM_A], P[P_IDM_B], P[P_IDM_S0], P[P_IDM_T], P[P_IDM_DELTA], P[P_VEH_LEN], P[P_LANE_W],
+            0.5 * P[P_VEH_WID], P[P_GRID_STEP], P[P_DECEL_MAX])
+
+
+@numba.njit(cache=True, _nrt=False, inline="always")
+def _idm(v, v0, gap, v_lead, c):
+    return idm_accel(v, v0, gap, v_lead, c[C_A], c[C_B], c[C_S0], c[C_T], c[C_DELTA])
 
 
 @numba.njit(cache=True, _nrt=False)
@@ -65,7 +85,7 @@ def ego_half_width(psi, P):
     return 0.5 * P[P_VEH_LEN] * abs(math.sin(psi)) + 0.5 * P[P_VEH_WID] * abs(math.cos(psi))
 
 
-@numba.njit(cache=True, _nrt=False)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def _mark(j, d, hw, target, P, n_lanes, front, table, full):
     # table[j, l] = nearest vehicle seen so far in lane l (every lane when `full`, else only j's own
     # lanes and its target lane, all that car following needs); then j becomes the nearest in its lanes.
@@ -142,28 +162,28 @@ def _pos_speed(e, j, ego, traf):
     return traf[e, T_S, j], traf[e, T_V, j]
 
 
-@numba.njit(cache=True, _nrt=False)
-def follow_accel(e, s, v, v0, lead, ego, traf, P):
-    """IDM acceleration of a vehicle at ``(s, v)`` with desired speed ``v0`` behind vehicle ``lead``."""
+@numba.njit(cache=True, _nrt=False, inline="always")
+def follow_accel(e, s, v, v0, lead, ego, traf, c):
+    """IDM acceleration of a vehicle at ``(s, v)`` with desired speed ``v0`` behind vehicle ``lead``
+    (``c``: :func:`traffic_consts`)."""
     if lead < 0:
-        return idm_accel(v, v0, NO_GAP, 0.0, P[P_IDM_A], P[P_IDM_B], P[P_IDM_S0], P[P_IDM_T], P[P_IDM_DELTA])
+        return _idm(v, v0, NO_GAP, 0.0, c)
     sl, vl = _pos_speed(e, lead, ego, traf)
-    gap = sl - s - P[P_VEH_LEN]
-    return idm_accel(v, v0, gap, vl, P[P_IDM_A], P[P_IDM_B], P[P_IDM_S0], P[P_IDM_T], P[P_IDM_DELTA])
+    return _idm(v, v0, sl - s - c[C_VLEN], vl, c)
 
 
-@numba.njit(cache=True, _nrt=False)
-def lane_end_accel(s, v, v0, lane, lane_end, P):
+@numba.njit(cache=True, _nrt=False, inline="always")
+def lane_end_accel(s, v, v0, lane, lane_end, c):
     """IDM acceleration towards the end of ``lane`` seen as a standing obstacle (``NO_GAP`` far away)."""
-    gap = lane_end[lane] - s - 0.5 * P[P_VEH_LEN]
+    gap = lane_end[lane] - s - 0.5 * c[C_VLEN]
     if gap > 400.0:
         return 1e9
-    return idm_accel(v, v0, gap, 0.0, P[P_IDM_A], P[P_IDM_B], P[P_IDM_S0], P[P_IDM_T], P[P_IDM_DELTA])
+    return _idm(v, v0, gap, 0.0, c)
 
 
 @numba.njit(cache=True, _nrt=False)
-def desired_speed(e, i, traf, speed_grid, P):
-    return traf[e, T_V0F, i] * grid_value(speed_grid, P[P_GRID_STEP], traf[e, T_S, i])
+def desired_speed(e, i, traf, speed_grid, grid_step):
+    return traf[e, T_V0F, i] * grid_value(speed_grid, grid_step, traf[e, T_S, i])
 
 
 @numba.njit(cache=True, _nrt=False)
@@ -172,26 +192,28 @@ def traffic_accels(e, ego, traf, P, speed_grid, lane_end, leader, acc):
     used only by MOBIL to judge what a lane change does to the ego)."""
     V = traf.shape[2]
     n_lanes = int(P[P_N_LANES])
+    c = traffic_consts(P)
     for i in range(V):
-        acc[i] = _vehicle_accel(e, i, ego, traf, P, speed_grid, lane_end, leader, i)
+        lo, hi = occupied_lanes(traf[e, T_D, i], c[C_HALF_W], c[C_LANE_W], n_lanes)
+        acc[i] = _vehicle_accel(e, i, lo, hi, ego, traf, speed_grid, lane_end, leader, i, c)
     if P[P_EGO_ACTIVE] > 0.5:
         s = ego[e, E_S]
         v = ego[e, E_V] * math.cos(ego[e, E_PSI])
-        v0 = grid_value(speed_grid, P[P_GRID_STEP], s)
-        lane = min(max(lane_of(ego[e, E_D], P[P_LANE_W]), 0), n_lanes - 1)
-        acc[V] = max(follow_accel(e, s, v, v0, leader[V, lane], ego, traf, P), -P[P_DECEL_MAX])
+        v0 = grid_value(speed_grid, c[C_GRID_STEP], s)
+        lane = min(max(lane_of(ego[e, E_D], c[C_LANE_W]), 0), n_lanes - 1)
+        acc[V] = max(follow_accel(e, s, v, v0, leader[V, lane], ego, traf, c), -c[C_DECEL_MAX])
     else:
         acc[V] = 0.0
 
 
 @numba.njit(cache=True, _nrt=False)
-def _target_taken(e, i, lane, traf, P, speed_grid):
+def _target_taken(e, i, lane, traf, speed_grid, c, b_safe):
     # Another vehicle decided (this step, so the neighbour tables do not show it yet) to move into `lane`
     # close enough that one of the two would have to brake harder than b_safe behind the other: two
     # vehicles from both sides of a lane must not merge into the same gap.
     s = traf[e, T_S, i]
     v = traf[e, T_V, i]
-    vl = P[P_VEH_LEN]
+    vl = c[C_VLEN]
     for j in range(traf.shape[2]):
         if j == i or traf[e, T_TARGET, j] != lane or traf[e, T_LANE, j] == lane:
             continue
@@ -201,35 +223,32 @@ def _target_taken(e, i, lane, traf, P, speed_grid):
         if abs(sj - s) < vl + 2.0:
             return True
         if sj > s:  # j would lead i
-            a = idm_accel(v, desired_speed(e, i, traf, speed_grid, P), sj - s - vl, traf[e, T_V, j], P[P_IDM_A],
-                          P[P_IDM_B], P[P_IDM_S0], P[P_IDM_T], P[P_IDM_DELTA])
+            a = _idm(v, desired_speed(e, i, traf, speed_grid, c[C_GRID_STEP]), sj - s - vl, traf[e, T_V, j], c)
         else:
-            a = idm_accel(traf[e, T_V, j], desired_speed(e, j, traf, speed_grid, P), s - sj - vl, v, P[P_IDM_A],
-                          P[P_IDM_B], P[P_IDM_S0], P[P_IDM_T], P[P_IDM_DELTA])
-        if a < -P[P_MOBIL_BSAFE]:
+            a = _idm(traf[e, T_V, j], desired_speed(e, j, traf, speed_grid, c[C_GRID_STEP]), s - sj - vl, v, c)
+        if a < -b_safe:
             return True
     return False
 
 
-@numba.njit(cache=True, _nrt=False)
-def _vehicle_accel(e, i, ego, traf, P, speed_grid, lane_end, table, row):
-    # IDM acceleration of traffic vehicle i behind the nearest vehicles in its own lanes and its target
-    # lane (table[row, lane] holds them), and before the end of its target lane.
-    n_lanes = int(P[P_N_LANES])
+@numba.njit(cache=True, _nrt=False, inline="always")
+def _vehicle_accel(e, i, lo, hi, ego, traf, speed_grid, lane_end, table, row, c):
+    # IDM acceleration of traffic vehicle i (occupying lanes lo..hi) behind the nearest vehicles in its
+    # own lanes and its target lane (table[row, lane] holds them), and before the end of its target lane.
+    # Inlined: a call passing this many arrays costs more than the computation.
     s = traf[e, T_S, i]
     v = traf[e, T_V, i]
-    v0 = desired_speed(e, i, traf, speed_grid, P)
+    v0 = desired_speed(e, i, traf, speed_grid, c[C_GRID_STEP])
     target = int(traf[e, T_TARGET, i])
-    lo, hi = occupied_lanes(traf[e, T_D, i], 0.5 * P[P_VEH_WID], P[P_LANE_W], n_lanes)
-    a = follow_accel(e, s, v, v0, table[row, target], ego, traf, P)
+    a = follow_accel(e, s, v, v0, table[row, target], ego, traf, c)
     for lane in range(lo, hi + 1):
         if lane != target:
-            a = min(a, follow_accel(e, s, v, v0, table[row, lane], ego, traf, P))
-    a = min(a, lane_end_accel(s, v, v0, target, lane_end, P))
-    return max(a, -P[P_DECEL_MAX])
+            a = min(a, follow_accel(e, s, v, v0, table[row, lane], ego, traf, c))
+    a = min(a, lane_end_accel(s, v, v0, target, lane_end, c))
+    return max(a, -c[C_DECEL_MAX])
 
 
-@numba.njit(cache=True, _nrt=False)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def follow_sweep(e, ego, traf, order, P, speed_grid, lane_end, front, acc):
     """Car following only (steps without lane-change decisions): one front-to-back sweep in which each
     vehicle's leaders are the current ``front[0, lane]`` entries (``front`` is ``(1, lanes)`` scratch), so
@@ -237,8 +256,8 @@ def follow_sweep(e, ego, traf, order, P, speed_grid, lane_end, front, acc):
     :func:`neighbours` + :func:`traffic_accels`."""
     V = traf.shape[2]
     n_lanes = int(P[P_N_LANES])
-    lw = P[P_LANE_W]
-    hw_t = 0.5 * P[P_VEH_WID]
+    c = traffic_consts(P)
+    lw = c[C_LANE_W]
     active = P[P_EGO_ACTIVE] > 0.5
     s_e = ego[e, E_S]
     for lane in range(n_lanes):
@@ -251,8 +270,8 @@ def follow_sweep(e, ego, traf, order, P, speed_grid, lane_end, front, acc):
             for lane in range(lo, hi + 1):
                 front[0, lane] = V
             done = True
-        acc[i] = _vehicle_accel(e, i, ego, traf, P, speed_grid, lane_end, front, 0)
-        lo, hi = occupied_lanes(traf[e, T_D, i], hw_t, lw, n_lanes)
+        lo, hi = occupied_lanes(traf[e, T_D, i], c[C_HALF_W], lw, n_lanes)
+        acc[i] = _vehicle_accel(e, i, lo, hi, ego, traf, speed_grid, lane_end, front, 0, c)
         for lane in range(lo, hi + 1):
             front[0, lane] = i
         front[0, int(traf[e, T_TARGET, i])] = i  # signalled lane change: counts in the target lane
@@ -270,20 +289,28 @@ def mobil_decisions(e, step, ego, traf, P, speed_grid, lane_start, lane_end, lea
     strong push out of a lane that ends within 200 m."""
     V = traf.shape[2]
     n_lanes = int(P[P_N_LANES])
-    vl = P[P_VEH_LEN]
+    c = traffic_consts(P)
+    vl = c[C_VLEN]
+    gs = c[C_GRID_STEP]
+    b_safe = P[P_MOBIL_BSAFE]
+    politeness = P[P_MOBIL_P]
+    bias = P[P_MOBIL_BIAS]
+    threshold = P[P_MOBIL_TH]
     for i in range(V):
         lane = int(traf[e, T_LANE, i])
         if int(traf[e, T_TARGET, i]) != lane:
             continue
         s = traf[e, T_S, i]
         v = traf[e, T_V, i]
-        v0 = desired_speed(e, i, traf, speed_grid, P)
+        v0 = desired_speed(e, i, traf, speed_grid, gs)
         a_i = acc[i]
         forced = lane_end[lane] - s < 200.0
         old_f = follower[i, lane]
         old_l = leader[i, lane]
-        best = P[P_MOBIL_TH]
+        best = threshold
         best_lane = -1
+        gain_of = 0.0
+        have_gain_of = False  # the old follower's gain is the same for both sides: computed once, when needed
         for side in range(2):
             new = lane - 1 if side == 0 else lane + 1
             if not lane_exists(lane_start, lane_end, n_lanes, new, s) or lane_end[new] - s < 250.0:
@@ -294,39 +321,39 @@ def mobil_decisions(e, step, ego, traf, P, speed_grid, lane_start, lane_end, lea
                 sl, _ = _pos_speed(e, nl, ego, traf)
                 if sl - s - vl < 2.0:
                     continue
-            a_new_i = min(follow_accel(e, s, v, v0, nl, ego, traf, P), lane_end_accel(s, v, v0, new, lane_end, P))
+            a_new_i = min(follow_accel(e, s, v, v0, nl, ego, traf, c), lane_end_accel(s, v, v0, new, lane_end, c))
             gain_nf = 0.0
             if nf >= 0:
                 sf, vf = _pos_speed(e, nf, ego, traf)
                 if s - sf - vl < 2.0:
                     continue
-                v0f = grid_value(speed_grid, P[P_GRID_STEP], sf)
+                v0f = grid_value(speed_grid, gs, sf)
                 if nf < V:
-                    v0f = desired_speed(e, nf, traf, speed_grid, P)
-                a_nf_new = idm_accel(vf, v0f, s - sf - vl, v, P[P_IDM_A], P[P_IDM_B], P[P_IDM_S0],
-                                     P[P_IDM_T], P[P_IDM_DELTA])
-                if a_nf_new < -P[P_MOBIL_BSAFE]:
+                    v0f = desired_speed(e, nf, traf, speed_grid, gs)
+                a_nf_new = _idm(vf, v0f, s - sf - vl, v, c)
+                if a_nf_new < -b_safe:
                     continue
                 gain_nf = a_nf_new - acc[nf]
-            gain_of = 0.0
-            if old_f >= 0:
-                sf, vf = _pos_speed(e, old_f, ego, traf)
-                v0f = grid_value(speed_grid, P[P_GRID_STEP], sf)
-                if old_f < V:
-                    v0f = desired_speed(e, old_f, traf, speed_grid, P)
-                gain_of = follow_accel(e, sf, vf, v0f, old_l, ego, traf, P) - acc[old_f]
-            incentive = a_new_i - a_i + P[P_MOBIL_P] * (gain_nf + gain_of)
-            incentive += P[P_MOBIL_BIAS] if side == 0 else -P[P_MOBIL_BIAS]
+            if not have_gain_of:
+                have_gain_of = True
+                if old_f >= 0:
+                    sf, vf = _pos_speed(e, old_f, ego, traf)
+                    v0f = grid_value(speed_grid, gs, sf)
+                    if old_f < V:
+                        v0f = desired_speed(e, old_f, traf, speed_grid, gs)
+                    gain_of = follow_accel(e, sf, vf, v0f, old_l, ego, traf, c) - acc[old_f]
+            incentive = a_new_i - a_i + politeness * (gain_nf + gain_of)
+            incentive += bias if side == 0 else -bias
             if forced:
                 incentive += 10.0
-            if incentive > best and not _target_taken(e, i, new, traf, P, speed_grid):
+            if incentive > best and not _target_taken(e, i, new, traf, speed_grid, c, b_safe):
                 best = incentive
                 best_lane = new
         if best_lane >= 0:
             traf[e, T_TARGET, i] = best_lane
 
 
-@numba.njit(cache=True, _nrt=False)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def integrate_traffic(e, traf, P, acc):
     """Advance every traffic vehicle by one step: speed by its IDM acceleration (never below 0), lateral
     position towards its target lane at ``lane_width / lc_time`` m/s."""
@@ -357,7 +384,7 @@ def integrate_traffic(e, traf, P, acc):
             traf[e, T_VD, i] = sign * lat_speed
 
 
-@numba.njit(cache=True, _nrt=False)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def sort_order(e, traf, order):
     """Insertion sort of ``order[e]`` by ``s``: O(V) when the order barely changed since the last step."""
     V = traf.shape[2]
@@ -372,24 +399,27 @@ def sort_order(e, traf, order):
 
 
 @numba.njit(cache=True, _nrt=False)
-def spawn_speeds(e, s, lane, skip, ego, traf, P, gap):
+def spawn_speeds(e, s, lane, skip, ego, traf, P, gap, n_placed=-1):
     """Speeds ``(v_lo, v_hi)`` at which a vehicle can appear at ``(s, lane)``; ``v_lo > v_hi`` when it cannot.
 
     Every vehicle overlapping or entering that lane (traffic other than ``skip``, and the active ego) must
     be at least ``gap`` away (centre to centre, 10 m more for the ego), and no one may need to brake
     harder than IDM's comfortable ``b`` to avoid the newcomer: the speed is at most ``v_ahead + sqrt(2 b
-    (gap_ahead - 10))`` and at least ``v_behind - sqrt(2 b (gap_behind - 10))`` for the nearest vehicles."""
+    (gap_ahead - 10))`` and at least ``v_behind - sqrt(2 b (gap_behind - 10))`` for the nearest vehicles.
+    With ``n_placed >= 0`` only traffic ``0 .. n_placed - 1`` (and the ego) is checked: while a reset places
+    the vehicles in turn, the others wait far behind and cannot be in the way."""
     V = traf.shape[2]
+    n_check = V if n_placed < 0 else min(n_placed, V)
     lw = P[P_LANE_W]
     d = lane * lw
     reach = 0.5 * (lw + P[P_VEH_WID])
     b2 = 2.0 * P[P_IDM_B]
     v_lo = 0.0
     v_hi = 1e9
-    for j in range(V + 1):
-        if j == skip:
-            continue
-        if j < V:
+    for j in range(n_check + 1):  # j == n_check stands for the ego
+        if j < n_check:
+            if j == skip:
+                continue
             # a vehicle changing into the lane counts as in it already
             if not (abs(traf[e, T_D, j] - d) < reach or traf[e, T_TARGET, j] == lane):
                 continue
@@ -413,17 +443,17 @@ def spawn_speeds(e, s, lane, skip, ego, traf, P, gap):
 
 
 @numba.njit(cache=True, _nrt=False)
-def place_vehicle(e, i, s, rng, ego, traf, P, speed_grid, lane_start, lane_end):
+def place_vehicle(e, i, s, rng, ego, traf, P, speed_grid, lane_start, lane_end, n_placed=-1):
     """Put vehicle ``i`` at ``s`` in a random lane that exists there and has room (:func:`spawn_speeds`;
     tries each lane once from a random start), at its desired speed clipped to the safe range.
-    Returns whether it found room; the vehicle is untouched otherwise."""
+    Returns whether it found room; the vehicle is untouched otherwise. ``n_placed``: see :func:`spawn_speeds`."""
     n_lanes = int(P[P_N_LANES])
     first = int(rand_uniform(rng, e) * n_lanes)
     for k in range(n_lanes):
         lane = (first + k) % n_lanes
         if not lane_exists(lane_start, lane_end, n_lanes, lane, s) or lane_end[lane] - s < 150.0:
             continue
-        v_lo, v_hi = spawn_speeds(e, s, lane, i, ego, traf, P, P[P_SPAWN_GAP])
+        v_lo, v_hi = spawn_speeds(e, s, lane, i, ego, traf, P, P[P_SPAWN_GAP], n_placed)
         if v_lo > v_hi:
             continue
         f = P[P_TF_LO] + (P[P_TF_HI] - P[P_TF_LO]) * rand_uniform(rng, e)
@@ -438,7 +468,7 @@ def place_vehicle(e, i, s, rng, ego, traf, P, speed_grid, lane_start, lane_end):
     return False
 
 
-@numba.njit(cache=True, _nrt=False)
+@numba.njit(cache=True, _nrt=False, inline="always")
 def recycle(e, step, rng, ego, traf, P, speed_grid, lane_start, lane_end):
     """Keep traffic around the ego: a vehicle more than ``P_BACK`` behind it reappears ahead (beyond
     ``P_FRONT``), one more than ``P_FRONT + 100`` ahead reappears behind. Each vehicle is considered every

@@ -79,6 +79,35 @@ def test_quantile_huber_loss_gradient_moves_quantile_towards_its_fraction():
     assert 8.0 <= float(z.detach()) <= 9.0
 
 
+@pytest.mark.parametrize("kappa", [1.0, 0.3, 0.0])
+def test_quantile_huber_loss_gradient_matches_autograd_of_the_formula(kappa):
+    # The loss computes its gradient in the forward pass; it must equal autograd through the plain formula,
+    # ties (delta = 0, |delta| = kappa) included, for each head and per-sample weights of the batch.
+    g = th.Generator().manual_seed(1)
+    current = (th.randn(4, 6, 3, generator=g) * 4).round() / 4
+    target = (th.randn(4, 5, 3, generator=g) * 4).round() / 4
+    taus = th.rand(4, 6, generator=g)
+    weights = th.rand(4, 3, generator=g)
+
+    def formula(cur):
+        delta = target.unsqueeze(1) - cur.unsqueeze(2)  # [B, N, N', H]
+        if kappa > 0:
+            h = th.where(delta.abs() <= kappa, 0.5 * delta**2, kappa * (delta.abs() - 0.5 * kappa)) / kappa
+        else:
+            h = delta.abs()
+        w = (taus.view(4, 6, 1, 1) - (delta.detach() < 0).float()).abs()
+        return (w * h).mean(dim=2).sum(dim=1)  # [B, H]
+
+    ours = current.clone().requires_grad_()
+    ref = current.clone().requires_grad_()
+    loss = quantile_huber_loss(ours, target, taus, kappa, reduction="none")
+    expected = formula(ref)
+    assert th.allclose(loss, expected, atol=1e-5)
+    (loss * weights).sum().backward()
+    (expected * weights).sum().backward()
+    assert th.allclose(ours.grad, ref.grad, atol=1e-6)
+
+
 def test_quantile_huber_loss_rejects_bad_shapes():
     with pytest.raises(ValueError, match="taus"):
         quantile_huber_loss(th.zeros(2, 3), th.zeros(2, 4), th.zeros(2, 4))
@@ -99,6 +128,27 @@ def test_cosine_embedding_and_network_shapes():
     assert th.allclose(emb(tau)[:, 0], th.relu(th.cos(np.pi * tau)))
     assert th.allclose(tau_grid(4), th.tensor([0.125, 0.375, 0.625, 0.875]))
 
+
+def test_constant_tau_embedding_follows_weight_updates_written_through_data():
+    # The acting grid's embedding is reused between updates; SB3's target update writes through `.data`
+    # (no version-counter bump), and the reuse must still see it, as it must see optimiser steps.
+    from stable_baselines3.common.utils import polyak_update
+
+    emb, other = CosineTauEmbedding(8, 16), CosineTauEmbedding(8, 16)
+    grid = tau_grid(5)
+    with th.no_grad():
+        first = emb.constant(grid)
+        assert emb.constant(grid) is first  # reused while nothing changed
+        polyak_update(other.parameters(), emb.parameters(), 0.5)
+        assert th.equal(emb.constant(grid), emb(grid)) and not th.equal(emb.constant(grid), first)
+        assert th.equal(emb.constant(grid * 0.5), emb(grid * 0.5))  # other fractions, same storage size
+    opt = th.optim.SGD(emb.parameters(), lr=0.1)
+    emb(th.rand(3)).sum().backward()
+    opt.step()
+    with th.no_grad():
+        assert th.equal(emb.constant(grid), emb(grid))
+    assert emb.constant(grid).requires_grad  # with autograd on, no reuse: gradients reach the weights
+
     model = EnsembleIQN("MlpPolicy", "CartPole-v1", n_ensemble=3, learning_starts=10, seed=0)
     net = model.quantile_net
     obs = th.randn(6, 4)
@@ -109,6 +159,20 @@ def test_cosine_embedding_and_network_shapes():
 
 
 # ---------------------------------------------------------------------------------------------- IQN
+def test_quantiles_of_several_fraction_sets_equal_separate_passes():
+    # The target pass embeds the shared grid and per-sample fractions together (written in place when no
+    # gradient is needed); it must equal one pass per set, with and without autograd.
+    model = IQN("MlpPolicy", "CartPole-v1", seed=0)
+    net = model.quantile_net
+    psi = net.embed(th.rand(5, 4))
+    grid, per_sample = tau_grid(7), th.rand(5, 3)
+    separate = th.cat([net.quantiles(psi, grid), net.quantiles(psi, per_sample)], dim=1)
+    with th.no_grad():
+        fused = net.quantiles(psi, grid, per_sample)
+    assert fused.shape == (5, 10, 1, 2) and th.allclose(fused, separate.detach(), atol=1e-6)
+    assert th.allclose(net.quantiles(psi, grid, per_sample), separate, atol=1e-6)
+
+
 def test_iqn_target_is_reward_at_terminal_and_bootstraps_otherwise():
     model = IQN("MlpPolicy", "CartPole-v1", gamma=0.5, learning_starts=10, seed=0)
     obs = th.randn(4, 4)

@@ -203,3 +203,62 @@ def test_risk_eta_puts_the_acting_grid_on_the_lower_tail():
         assert model.policy.subset(z.permute(0, 3, 1, 2)).tolist() == [expected]
     with pytest.raises(ValueError, match="risk_eta"):
         QDIQN("MlpPolicy", SafeOrFast(), risk_eta=0.0)
+
+
+# ---------------------------------------------------------------------------------------------- configs
+CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parents[2] / "configs"
+TINY_AGENT = ["agent.learning_starts=8", "agent.batch_size=8", "agent.buffer_size=200", "agent.n_quantiles=8",
+              "agent.n_target_quantiles=8", "agent.n_quantiles_act=8", "agent.policy_kwargs.net_arch=[16]",
+              "train.n_envs=1", "eval.episodes=1"]
+# highway-env runs ~20-40 steps/s: 4-step episodes with 3 vehicles, 12 training steps, one process.
+TINY_HIGHWAY = ["env.kwargs.config.duration=4", "env.kwargs.config.vehicles_count=3", "train.vec_env=dummy",
+                "train.total_timesteps=12"]
+TINY_ROUTE = ["train.total_timesteps=24", "env.kwargs.max_steps=20"]
+
+
+CONFIG_AGENTS = {"highway_env_qdiqn": "QDIQN", "highway_env_iqn": "IQN", "driving_qdiqn": "QDIQN", "driving_iqn": "IQN",
+                 "driving_ensemble_iqn": "EnsembleIQN"}
+
+
+@pytest.mark.parametrize("name", list(CONFIG_AGENTS))
+def test_iqn_configs_train_and_evaluate_in_a_tiny_budget(name, tmp_path):
+    from morl.config import load_config
+    from morl.experiment import train
+
+    if name.startswith("highway"):
+        pytest.importorskip("highway_env")
+    path = CONFIG_DIR / f"{name}.yaml"
+    tiny = TINY_HIGHWAY if name.startswith("highway") else TINY_ROUTE
+    cfg = load_config(path, TINY_AGENT + tiny + [f"output.root={tmp_path}"])
+    assert cfg.agent.name == CONFIG_AGENTS[name]
+    run = train(cfg, source=str(path))
+    import json
+
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["objectives"] == ["safety", "rules", "progress", "comfort"] and len(ev["episodes"]) == 1
+    assert (run / "model.zip").exists()
+    # The full config's sweep resolves (QDIQN and IQN with the same budget on highway-env).
+    full = load_config(path)
+    assert full.train.total_timesteps >= 10_000 and str(full.preorder()) == "safety > rules > progress > comfort"
+
+
+@pytest.mark.parametrize("tie_break", ["lowest_mean", "sum_mean"])
+def test_cpu_select_kernel_matches_the_tensor_tie_break(tie_break):
+    from agents.iqn.policies import QDIQNPolicy, _masked_argmax_kernel, masked_argmax, tie_break_scores
+
+    p = Preorder.parse("a > b, c")  # the last level has two objectives: their means are summed
+    policy = QDIQNPolicy(spaces.Box(-1, 1, (2,)), spaces.Discrete(5), lambda _: 1e-3, preorder=p, tie_break=tie_break)
+    g = th.Generator().manual_seed(0)
+    mean_z = (th.randn(200, 3, 5, generator=g) * 2).round() / 2  # ties between actions are common
+    mean_z[0, :, 1] = float("nan")
+    mean_z[1] = float("-inf")
+    mask = th.rand(200, 5, generator=g) < 0.6
+    mask[2] = False
+    expected = masked_argmax(tie_break_scores(mean_z, tie_break, policy.last_level), mask)
+    got = _masked_argmax_kernel(mean_z.numpy(), policy._score_objs, mask.numpy())
+    assert got.tolist() == expected.tolist()
+    # and select() (which takes the kernel on CPU) agrees with the tensor code on real quantiles
+    z = th.randn(64, 8, 3, 5, generator=g)
+    actions, subset = policy.select(z)
+    scores = tie_break_scores(z.mean(dim=1), tie_break, policy.last_level)
+    assert th.equal(actions, masked_argmax(scores, subset)) and bool(subset[th.arange(64), actions].all())

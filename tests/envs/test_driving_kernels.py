@@ -7,10 +7,12 @@ import pytest
 
 from envs.driving import objectives as ob
 from envs.driving.batch import BatchSim, default_params
-from envs.driving.geometry import bicycle_step, box_off_road, boxes_overlap, idm_accel, rand_uniform, seed_state
+from envs.driving.geometry import (bicycle_step, box_off_road, box_off_road_cs, boxes_overlap, idm_accel,
+                                   rand_uniform, seed_state)
 from envs.driving.road import build_road
-from envs.driving.traffic import (P_LANE_W, P_N_LANES, P_VEH_WID, T_D, T_LANE, T_S, T_TARGET, T_V,
-                                  ego_half_width, follow_sweep, neighbours, traffic_accels)
+from envs.driving.sim import N_EGO_OBS, N_ROUTE_OBS, N_VEH_OBS
+from envs.driving.traffic import (P_K, P_LANE_W, P_N_LANES, P_VEH_WID, T_D, T_LANE, T_S, T_TARGET, T_V,
+                                  ego_half_width, follow_sweep, neighbours, spawn_speeds, traffic_accels)
 
 # ----------------------------------------------------------------------------- references
 
@@ -285,3 +287,80 @@ def test_reward_vector_in_bounds_and_signed():
     assert ob.carl_reward(0.4, 1.0, 1.0, 0.5, 1.0, 0.5, 0.0) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="w_jerk"):
         ob.make_scales(w_jerk=0.9)
+
+
+# ----------------------------------------------------------------------------- kernels rewritten for speed
+
+
+def test_idm_integer_exponents_and_delta_validation():
+    """idm_accel takes ``x ** delta`` as repeated multiplication (no pow call): any whole exponent still
+    matches the reference; a fractional one is refused up front, naming the argument."""
+    rng = np.random.default_rng(3)
+    for delta in (1, 2, 3, 4, 5, 8):
+        for _ in range(50):
+            v, v0, gap, vl = rng.uniform(0, 35), rng.uniform(10, 35), rng.uniform(0.5, 150), rng.uniform(0, 35)
+            got = idm_accel(v, v0, gap, vl, 2.0, 3.0, 3.0, 1.5, float(delta))
+            assert got == pytest.approx(ref_idm(v, v0, gap, vl, delta=delta), rel=1e-9, abs=1e-12)
+    road = build_road("highway")
+    for bad in (3.5, 0.0, float("nan")):
+        with pytest.raises(ValueError, match="idm_delta"):
+            default_params(road, idm_delta=bad)
+
+
+def test_box_off_road_from_cos_sin_matches():
+    road = build_road("route", lanes=3, lane_drop=True)
+    args = (road.lane_start, road.lane_end, road.n_lanes, road.lane_width, road.shoulder)
+    rng = np.random.default_rng(4)
+    hits = 0
+    for _ in range(500):
+        s, d, psi = rng.uniform(0, 1000), rng.uniform(-4, 12), rng.uniform(-np.pi, np.pi)
+        want = box_off_road(s, d, psi, 5.0, 2.0, *args)
+        assert box_off_road_cs(s, d, math.cos(psi), math.sin(psi), 5.0, 2.0, *args) == want
+        hits += want
+    assert 0 < hits < 500
+
+
+@pytest.mark.parametrize("scenario", ["highway", "route"])
+def test_observed_vehicles_are_the_k_nearest(scenario):
+    """The one-pass K-nearest selection of write_obs against a brute-force sort (nearest first, ties to
+    the lower index, only vehicles within 60 m along the road)."""
+    sim = _sim(scenario, n_envs=4, seed=7)
+    actions = np.random.default_rng(5).integers(0, 5, (60, 4))
+    K = int(sim.P[P_K])
+    o = N_EGO_OBS + N_ROUTE_OBS
+    checked = 0
+    for t in range(60):
+        sim.step(actions[t], auto_reset=True)
+        for e in range(4):
+            s, d, psi, v = sim.ego[e, 0], sim.ego[e, 1], sim.ego[e, 2], sim.ego[e, 3]
+            ds = sim.traf[e, T_S] - s
+            dd = sim.traf[e, T_D] - d
+            near = [i for i in np.argsort(ds * ds + dd * dd, kind="stable") if -60.0 < ds[i] < 60.0][:K]
+            rows = sim.obs[e, o:o + K * N_VEH_OBS].reshape(K, N_VEH_OBS)
+            for r in range(K):
+                if r >= len(near):
+                    assert np.all(rows[r] == 0.0)
+                    continue
+                i = near[r]
+                want = [1.0, ds[i] / 60.0, dd[i] / 10.0, (sim.traf[e, T_V, i] - v * np.cos(psi)) / 20.0,
+                        (sim.traf[e, 3, i] - v * np.sin(psi)) / 20.0]
+                np.testing.assert_allclose(rows[r], np.clip(want, -1, 1), rtol=1e-6, atol=1e-6)
+                checked += 1
+    assert checked > 100
+
+
+def test_spawn_check_of_placed_vehicles_only_is_exact_during_reset():
+    """While a reset places vehicles in turn the unplaced ones wait far behind: checking only the placed
+    ones (``n_placed``) must give the same speed range as checking all of them."""
+    sim = _sim("route", n_envs=1, seed=9)
+    curv, speed, start, end = sim._road_args
+    for n_placed in (0, 5, 12):
+        traf = sim.traf.copy()
+        traf[0, T_S, n_placed:] = -1e6 - 100.0 * np.arange(sim.n_vehicles - n_placed)
+        traf[0, T_D, n_placed:] = -1e3
+        traf[0, T_V, n_placed:] = 0.0
+        for s in np.linspace(-20.0, 300.0, 41):
+            for lane in range(sim.road.n_lanes):
+                full = spawn_speeds(0, s, lane, n_placed, sim.ego, traf, sim.P, 18.0)
+                part = spawn_speeds(0, s, lane, n_placed, sim.ego, traf, sim.P, 18.0, n_placed)
+                assert full == part

@@ -1,0 +1,191 @@
+"""Benchmark: training env-steps/s of CaRL PPO against SB3 PPO, and end-to-end on the batched simulator.
+
+Everything runs in one process on the built-in route scenario, batched (``envs.driving`` ``route``,
+continuous actions), built the morl way (:func:`morl.experiment.make_vec_env`: scalarised reward for
+SB3, the reward vector in ``info["vector_reward"]``, the NaN check and ``VecMonitor``), on the CPU with
+one torch thread (``train.torch_threads``' default).
+
+(a) Same env and settings for all rows (``n_steps``, ``batch_size``, epochs, the same MLP, the same PPO
+    coefficients, value clipping on): SB3 ``PPO`` with ``MlpPolicy``; ``CaRLPPO`` with SB3's Gaussian
+    ``ActorCriticPolicy`` (so the difference to SB3 is our bookkeeping: ``MORolloutBuffer``, the vector
+    callback, our ``train``); and ``CaRLPPO`` with ``BetaPolicy`` (the distribution's own cost on top).
+    The learning rate is 0 by default (``--learning-rate``): the updates do all their work, but every
+    row keeps the same policy, so the simulator does the same work for each.
+    The rows alternate within each repeat; the table shows medians and the ratio to SB3 (target >= 1.0x).
+(b) End to end: ``CaRLPPO`` with its defaults (``BetaPolicy``, two 256-unit ReLU layers per head) on
+    ``--e2e-envs`` envs (64), the rollout and minibatch of ``configs/carl_route.yaml`` scaled to 4
+    minibatches; target 30,000 env-steps/s.
+
+Each timed run is ``--rollouts`` rollouts of ``model.learn`` after a warm-up rollout; the split between
+collecting rollouts and updating is measured with a callback. Example::
+
+    python scripts/bench_ppo.py --repeats 5
+    python scripts/bench_ppo.py --quick          # a few seconds, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch as th
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
+from stable_baselines3.common.policies import ActorCriticPolicy  # noqa: E402
+
+from agents.carl import CaRLPPO  # noqa: E402
+from morl.config import config_from_dict  # noqa: E402
+from morl.experiment import make_vec_env  # noqa: E402
+
+E2E_TARGET = 30_000.0
+
+
+class _PhaseTimer(BaseCallback):
+    """Wall-clock seconds spent collecting rollouts (the rest of ``learn`` is updates and logging), and
+    the episodes that ended (each costs the simulator a reset, so a policy that ends more episodes makes
+    the env slower: the column tells that apart from the agents' own cost)."""
+
+    def __init__(self):
+        super().__init__()
+        self.collect = 0.0
+        self.episodes = 0
+        self._start = None
+
+    def _on_rollout_start(self) -> None:
+        self._start = time.perf_counter()
+
+    def _on_rollout_end(self) -> None:
+        self.collect += time.perf_counter() - self._start
+
+    def _on_step(self) -> bool:
+        self.episodes += int(self.locals["dones"].sum())
+        return True
+
+
+def make_env(n_envs: int, seed: int = 0):
+    cfg = config_from_dict({"name": "bench_ppo", "env": {"scenario": "route", "kwargs": {"action_type": "continuous"}},
+                            "agent": {"name": "CaRLPPO"}, "train": {"total_timesteps": 1, "n_envs": n_envs}})
+    return make_vec_env(cfg, n_envs, seed=seed)
+
+
+def time_learn(model, steps: int) -> tuple[float, float, float, float, int]:
+    """(env-steps per wall second, per CPU second of this process, seconds collecting, seconds updating,
+    episodes ended) of one ``learn(steps)``. The CPU-second rate is the steadier one when other jobs share the cores
+    (one torch thread and a serial simulator keep this process on one core)."""
+    timer = _PhaseTimer()
+    start, cpu = time.perf_counter(), time.process_time()
+    model.learn(steps, callback=timer, reset_num_timesteps=True)
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return steps / total, steps / max(cpu, 1e-9), timer.collect, total - timer.collect, timer.episodes
+
+
+def build_rows(venv, n_steps: int, batch_size: int, n_epochs: int, net: list[int],
+               learning_rate: float = 0.0) -> dict:
+    common = dict(n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, learning_rate=learning_rate, gamma=0.99,
+                  gae_lambda=0.95, clip_range=0.1, clip_range_vf=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
+                  device="cpu", seed=0, verbose=0,
+                  policy_kwargs=dict(net_arch=dict(pi=list(net), vf=list(net)), activation_fn=th.nn.Tanh))
+    return {
+        "SB3 PPO (MlpPolicy)": PPO("MlpPolicy", venv, **common),
+        "CaRLPPO (Gaussian)": CaRLPPO(ActorCriticPolicy, venv, **common),
+        "CaRLPPO (BetaPolicy)": CaRLPPO("BetaPolicy", venv, **common),
+    }
+
+
+def _medians(runs) -> tuple[float, ...]:
+    return tuple(statistics.median(x[i] for x in runs) for i in range(len(runs[0])))
+
+
+def bench_same_settings(args) -> list[tuple]:
+    venv = make_env(args.n_envs)
+    models = build_rows(venv, args.n_steps, args.batch_size, args.n_epochs, args.net, args.learning_rate)
+    rollout = args.n_steps * args.n_envs
+    for model in models.values():
+        time_learn(model, rollout)  # warm-up: numba cache, allocations, first update
+    results = {name: [] for name in models}
+    for r in range(args.repeats):
+        names = list(models) if r % 2 == 0 else list(reversed(models))  # alternate the order
+        for name in names:
+            results[name].append(time_learn(models[name], args.rollouts * rollout))
+    venv.close()
+    return [(name, *_medians(runs)) for name, runs in results.items()]
+
+
+def bench_end_to_end(args) -> tuple[float, ...]:
+    venv = make_env(args.e2e_envs)
+    model = CaRLPPO("BetaPolicy", venv, n_steps=args.e2e_n_steps, batch_size=args.e2e_batch_size, device="cpu",
+                    seed=0, verbose=0)
+    rollout = args.e2e_n_steps * args.e2e_envs
+    time_learn(model, rollout)
+    runs = [time_learn(model, args.rollouts * rollout) for _ in range(args.repeats)]
+    venv.close()
+    return _medians(runs)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per row (median reported)")
+    p.add_argument("--rollouts", type=int, default=2, help="rollouts per timed run")
+    p.add_argument("--n-envs", type=int, default=64, help="(a): envs")
+    p.add_argument("--n-steps", type=int, default=64, help="(a): rollout steps per env")
+    p.add_argument("--batch-size", type=int, default=1024, help="(a): minibatch size")
+    p.add_argument("--n-epochs", type=int, default=3, help="(a): epochs per rollout")
+    p.add_argument("--net", type=int, nargs="+", default=[64, 64], help="(a): hidden layers of both heads")
+    p.add_argument("--learning-rate", type=float, default=0.0,
+                   help="(a): the default 0 keeps every row at the same initial policy, so the env does the same "
+                        "work for each (with learning the rows' policies drift apart, and one that ends more "
+                        "episodes pays for more resets and info copies: see the episodes column); the updates "
+                        "still compute everything. CaRL's is 2.5e-4")
+    p.add_argument("--e2e-envs", type=int, default=64, help="(b): envs")
+    p.add_argument("--e2e-n-steps", type=int, default=128, help="(b): rollout steps per env")
+    p.add_argument("--e2e-batch-size", type=int, default=2048, help="(b): minibatch size (4 per rollout)")
+    p.add_argument("--skip-e2e", action="store_true", help="only (a)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run of a few seconds")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.rollouts, args.n_envs, args.n_steps, args.batch_size = 1, 1, 8, 16, 64
+        args.e2e_envs, args.e2e_n_steps, args.e2e_batch_size, args.net = 8, 16, 32, [16]
+    for name in ("repeats", "rollouts", "n_envs", "n_steps", "batch_size", "n_epochs", "e2e_envs", "e2e_n_steps",
+                 "e2e_batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    th.set_num_threads(1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average before: {load:.2f}; {os.cpu_count()} CPUs; torch threads 1; device cpu")
+
+    rows = bench_same_settings(args)
+    base, base_cpu = rows[0][1], rows[0][2]
+    print(f"\n(a) same env and settings: route scenario, E={args.n_envs}, n_steps={args.n_steps}, "
+          f"batch={args.batch_size}, epochs={args.n_epochs}, net={args.net} tanh, lr {args.learning_rate:g}; "
+          f"{args.rollouts} rollout(s) per run, median of {args.repeats}")
+    print(f"| {'agent':<22} | env-steps/s | per CPU-s | collect s | update s | episodes "
+          f"| vs SB3 PPO, wall / CPU (target >= 1.0x) |")
+    print(f"|{'-' * 24}|-------------|-----------|-----------|----------|----------"
+          f"|-----------------------------------------|")
+    for name, rate, cpu, collect, update, episodes in rows:
+        ratio = f"{rate / base:.2f}x / {cpu / base_cpu:.2f}x"
+        print(f"| {name:<22} | {rate:>11,.0f} | {cpu:>9,.0f} | {collect:>9.3f} | {update:>8.3f} | {episodes:>8.0f} "
+              f"| {ratio:>39} |")
+    if not args.skip_e2e:
+        rate, cpu, collect, update, _ = bench_end_to_end(args)
+        print(f"\n(b) end to end: CaRLPPO defaults (BetaPolicy 256-256 ReLU), route scenario, E={args.e2e_envs}, "
+              f"n_steps={args.e2e_n_steps}, batch={args.e2e_batch_size}, 3 epochs; median of {args.repeats}")
+        print("| run | env-steps/s | per CPU-s | collect s | update s | vs target 30,000, wall / CPU |")
+        print("|-----|-------------|-----------|-----------|----------|------------------------------|")
+        print(f"| CaRLPPO end to end | {rate:>11,.0f} | {cpu:>9,.0f} | {collect:>9.3f} | {update:>8.3f} | "
+              f"{f'{rate / E2E_TARGET:.2f}x / {cpu / E2E_TARGET:.2f}x':>28} |")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nload average after: {load:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

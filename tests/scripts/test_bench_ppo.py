@@ -1,0 +1,18 @@
+import importlib.util
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_ppo_quick_prints_both_tables(capsys):
+    spec = importlib.util.spec_from_file_location("bench_ppo", ROOT / "scripts" / "bench_ppo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    for row in ("SB3 PPO (MlpPolicy)", "CaRLPPO (Gaussian)", "CaRLPPO (BetaPolicy)", "CaRLPPO end to end"):
+        line = next(line for line in out.splitlines() if line.startswith(f"| {row}"))
+        rate = float(line.split("|")[2].replace(",", ""))
+        assert rate > 0, line
+    assert re.search(r"\| SB3 PPO \(MlpPolicy\) .*\| +1\.00x / 1\.00x \|", out)
