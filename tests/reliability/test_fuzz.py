@@ -72,12 +72,36 @@ def test_preorder_token_soup(tokens):
         assert q.levels == tuple((n,) for n in chain)
 
 
+def _strings(spec) -> list[str]:
+    """Every string in a nested structure, dict keys included."""
+    if isinstance(spec, str):
+        return [spec]
+    if isinstance(spec, dict):
+        return [s for k, v in spec.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(spec, (list, tuple)):
+        return [s for item in spec for s in _strings(item)]
+    return []
+
+
+WELL_FORMED_LEVELS = st.lists(st.lists(st.sampled_from(sorted(VALID)), min_size=1, max_size=2, unique=True),
+                              min_size=1, max_size=3).filter(lambda lv: len({n for x in lv for n in x}) == sum(map(len, lv)))
+
+
 @FUZZ
-@given(ANYTHING)
+@given(st.one_of(ANYTHING, WELL_FORMED_LEVELS))
 def test_preorder_random_structures(spec):
+    """Any structure parses to a valid preorder over names taken from it, or raises PreorderError; the
+    well-formed level lists mixed in must parse, level for level."""
     p = _parse_or_preorder_error(spec)
     if p is not None:
         _check_parsed(p)
+        leaves = _strings(spec)
+        for name in p.objectives:  # nothing invented: each name comes from a string of the input
+            assert any(name in leaf for leaf in leaves), (name, spec)
+    if isinstance(spec, list) and spec and all(isinstance(lv, list) and lv and all(n in VALID for n in lv)
+                                               for lv in spec) \
+            and len({n for lv in spec for n in lv}) == sum(map(len, spec)):
+        assert p is not None and p.levels == tuple(tuple(lv) for lv in spec)
 
 
 @FUZZ
