@@ -7,7 +7,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from morl.preorder import PreorderError
-from morl.wrappers import MOEpisodeStatistics, Scalarize, VectorReward, WithPreorder, vector_reward_of
+from morl.wrappers import MOEpisodeStatistics, PreorderGate, Scalarize, VectorReward, WithPreorder, vector_reward_of
 
 
 class EventEnv(gym.Env):
@@ -131,3 +131,39 @@ def test_scalarize_passes_on_a_scalar_chosen_by_an_inner_reward_wrapper():
     env.reset(seed=0)
     _, r, _, _, info = env.step(1)
     assert r == 7.0 and info["vector_reward"].tolist() == [0.0, 1.0]
+
+
+def _fixed_reward_env(objectives, values):
+    values = list(values)
+    return VectorReward(EventEnv(), objectives, fn=lambda o, r, i: values.pop(0))
+
+
+def test_preorder_gate_pays_lower_objectives_only_while_higher_ones_are_met():
+    # safety > progress > comfort; safety met (0), missed (-1), then met again
+    rewards = [[0.0, 2.0, -0.5], [-1.0, 3.0, -0.5], [0.0, 1.0, -0.25]]
+    env = PreorderGate(_fixed_reward_env(("safety", "progress", "comfort"), rewards), {"safety": 0.0},
+                       weights={"progress": 2.0}, preorder="safety > progress > comfort")
+    env.reset(seed=0)
+    got = [env.step(0)[1] for _ in range(3)]
+    assert got == pytest.approx([0.0 + 2 * 2.0 - 0.5, -1.0, 0.0 + 2 * 1.0 - 0.25])
+    # a soft factor scales instead of zeroing, once per missed objective above
+    env = PreorderGate(_fixed_reward_env(("safety", "rules", "progress"), [[-1.0, -1.0, 4.0]]),
+                       {"safety": 0.0, "rules": 0.0}, factor=0.5, preorder="safety > rules > progress")
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(0)
+    assert r == pytest.approx(-1.0 + 0.5 * -1.0 + 0.25 * 4.0)
+    assert info["vector_reward"].tolist() == [-1.0, -1.0, 4.0]
+
+
+def test_preorder_gate_ignores_incomparable_and_tied_objectives_and_checks_its_input():
+    # 'a' and 'b' tied: a miss of 'a' does not gate 'b'
+    env = PreorderGate(_fixed_reward_env(("a", "b"), [[-1.0, 3.0]]), {"a": 0.0}, preorder=[["a", "b"]])
+    env.reset(seed=0)
+    assert env.step(0)[1] == pytest.approx(2.0)
+    base = _fixed_reward_env(("a", "b"), [])
+    with pytest.raises(ValueError, match="unknown objective 'c'"):
+        PreorderGate(base, {"c": 0.0}, preorder="a > b")
+    with pytest.raises(ValueError, match="factor must be in"):
+        PreorderGate(base, {"a": 0.0}, factor=2.0, preorder="a > b")
+    with pytest.raises(PreorderError, match="needs a preorder"):
+        PreorderGate(base, {"a": 0.0})
