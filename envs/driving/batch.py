@@ -9,12 +9,14 @@ per-env state arrays, seeds them, and calls :func:`~envs.driving.sim.batch_reset
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import weakref
 
 import numpy as np
 
 from envs.driving import traffic as tr
-from envs.driving.sim import N_EGO_FIELDS, N_INFO, batch_reset, batch_step, obs_size, seed_envs
+from envs.driving.sim import (N_EGO_FIELDS, N_INFO, batch_reset, batch_step, batch_step_shared, obs_size,
+                              seed_envs)
 from envs.driving.traffic import (N_PARAMS, N_TRAFFIC_FIELDS, P_ACC_MAX, P_BACK, P_COMFORT_HOLD, P_CONTINUOUS,
                                   P_DT, P_EGO_ACTIVE, P_EGO_SPEED_OBS, P_FRONT, P_GRID_STEP, P_INIT_SPEED_F, P_K,
                                   P_LANE_W, P_LENGTH, P_MAX_STEER, P_MAX_STEPS, P_N_LANES, P_RECYCLE, P_SHOULDER,
@@ -137,8 +139,10 @@ class BatchSim:
     :param n_vehicles: traffic vehicles per env ``V``.
     :param scales: reward scaling (:func:`envs.driving.objectives.make_scales`).
     :param params: kernel parameters (:func:`default_params`).
-    :param parallel: step the batch in ``n_threads`` contiguous parts on Python threads (the kernel releases
-        the GIL); the result is the same as one call.
+    :param parallel: step the batch on ``n_threads`` threads, the calling one and ``n_threads - 1`` workers,
+        which claim chunks of envs from a shared counter (:func:`~envs.driving.sim.batch_step_shared`; the
+        kernel releases the GIL); the result is the serial step's, bit for bit. (Not numba's ``prange``: its
+        OpenMP layer measured 10x slower than serial with other jobs busy on the cores, and it is process-wide.)
     :param n_threads: threads for ``parallel`` (default: the CPU count).
     """
 
@@ -157,6 +161,9 @@ class BatchSim:
         self.parallel = bool(parallel)
         self.n_threads = max(1, min(int(n_threads or os.cpu_count() or 1), int(n_envs)))
         self._pool = None
+        self._finalizer = self._counter = self._state_args = None
+        self._chunk = 1
+        self._generation = 0
         E, V = self.n_envs, self.n_vehicles
         self.ego = np.zeros((E, N_EGO_FIELDS))
         self.traf = np.zeros((E, N_TRAFFIC_FIELDS, V))
@@ -199,27 +206,104 @@ class BatchSim:
             batch_step(a_d, a_c, self.ego, self.traf, self.order, self.rng, self.P, *self._road_args, self.scales,
                        self.obs, self.rew, self.info, self.terminated, self.truncated, self.terminal_obs, auto_reset)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.n_threads)
-        E, n = self.n_envs, self.n_threads
-        futures = []
-        for c in range(n):
-            lo, hi = c * E // n, (c + 1) * E // n
-            futures.append(self._pool.submit(
-                batch_step, a_d[lo:hi], a_c[lo:hi], self.ego[lo:hi], self.traf[lo:hi], self.order[lo:hi],
-                self.rng[lo:hi], self.P, *self._road_args, self.scales, self.obs[lo:hi], self.rew[lo:hi],
-                self.info[lo:hi], self.terminated[lo:hi], self.truncated[lo:hi], self.terminal_obs[lo:hi],
-                auto_reset))
-        for f in futures:
-            f.result()
+        if self._pool is None or self._generation != _fork_generation[0]:
+            self._start_pool()
+        # every thread, this one included, claims chunks of envs from a shared counter until none are left
+        # (the kernel releases the GIL): no thread waits for a slower part
+        self._counter[0] = 0
+        args = (self._counter, self._chunk, a_d, a_c, *self._state_args, auto_reset)
+        for w in self._pool:
+            w.submit(batch_step_shared, args)
+        try:
+            batch_step_shared(*args)
+        finally:
+            errors = [w.wait() for w in self._pool]
+        for error in errors:
+            if error is not None:
+                raise error
+
+    def _start_pool(self) -> None:
+        self.close()  # in a forked child: the parent's workers do not exist here (joining them returns at once)
+        n = self.n_threads
+        self._generation = _fork_generation[0]
+        self._pool = [_Worker() for _ in range(n - 1)]
+        self._finalizer = weakref.finalize(self, _stop_workers, self._pool)
+        self._counter = np.zeros(1, dtype=np.int64)
+        # small chunks balance the threads; a chunk still costs only one atomic add
+        self._chunk = max(1, min(8, self.n_envs // (4 * n)))
+        self._state_args = (self.ego, self.traf, self.order, self.rng, self.P, *self._road_args, self.scales,
+                            self.obs, self.rew, self.info, self.terminated, self.truncated, self.terminal_obs)
 
     def close(self) -> None:
         """Stop the worker threads of ``parallel`` stepping (a later parallel step starts new ones)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+            self._finalizer()
+            self._pool = self._finalizer = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_pool"] = None  # threads do not pickle; a new pool starts on the next parallel step
+        # threads do not pickle, and the argument tuple would unpickle as copies of the arrays: both are
+        # rebuilt on the next parallel step
+        state["_pool"] = state["_finalizer"] = state["_counter"] = state["_state_args"] = None
         return state
+
+
+#: bumped in a child process after ``fork``: threads do not survive a fork, so a sim whose pool started in an
+#: older generation starts a new one
+_fork_generation = [0]
+
+
+def _after_fork_in_child() -> None:
+    _fork_generation[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Worker:
+    """One thread that runs the jobs handed to it one at a time. Two locks hand the job over and back: a
+    step pays two thread wake-ups, against a ``ThreadPoolExecutor``'s futures, queue and conditions."""
+
+    def __init__(self):
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._job = None
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name="driving-batch-worker", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            self._go.acquire()
+            job = self._job
+            self._job = None
+            if job is None:
+                return
+            try:
+                job[0](*job[1])
+            except BaseException as exc:  # handed to the caller by wait()
+                self._error = exc
+            self._done.release()
+
+    def submit(self, fn, args) -> None:
+        self._job = (fn, args)
+        self._go.release()
+
+    def wait(self):
+        """Block until the job submitted last is done; returns the exception it raised, or None."""
+        self._done.acquire()
+        error, self._error = self._error, None
+        return error
+
+    def stop(self) -> None:
+        self._job = None
+        self._go.release()
+        self._thread.join()
+
+
+def _stop_workers(workers) -> None:
+    for w in workers:
+        w.stop()

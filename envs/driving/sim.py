@@ -21,6 +21,8 @@ import math
 
 import numba
 import numpy as np
+from numba.core import cgutils, types
+from numba.core.extending import intrinsic
 
 from envs.driving import objectives as ob
 from envs.driving.geometry import (bicycle_step, box_off_road_cs, boxes_overlap, grid_value, lane_exists, lane_of,
@@ -156,7 +158,8 @@ def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_en
     curvature x 50 at 0, 20 and 50 m ahead, speed limit 50 m ahead / v_max, route left (1 - completion).
     Vehicles (K x 5, like highway-env's Kinematics): presence, ds / 60, dd / 10, relative longitudinal
     and lateral speed / 20, nearest first (Euclidean in (s, d)); absent rows are zero.
-    ``dist`` (float64) and ``nearest`` (int64) are scratch of length ``>= K``.
+    ``dist`` (float64) and ``nearest`` (int64) are scratch of length ``>= K``; ``order[e]`` must hold the
+    traffic sorted by ``s`` (:func:`~envs.driving.traffic.sort_order`, as every step and reset leave it).
     """
     V = traf.shape[2]
     n_lanes = int(P[P_N_LANES])
@@ -196,20 +199,26 @@ def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_en
     for r in range(o, o + K * N_VEH_OBS):
         out[r] = 0.0
     # K nearest (Euclidean in (s, d)) within 60 m along the road, ties to the lower index: one pass keeps
-    # the nearest so far sorted in dist[0:n] (squared distances) and nearest[0:n] (indices)
+    # the nearest so far sorted in dist[0:n] (squared distances) and nearest[0:n] (indices). The pass walks
+    # ``order`` (the traffic sorted by s, as every step and reset leave it), so it stops at the end of the
+    # window; candidates then come in s order, not index order, so ties compare the indices explicitly: the
+    # result is the K smallest (d2, index) pairs whatever the order of the pass.
     vs = v * math.cos(psi)
     vd_e = v * math.sin(psi)
     n = 0
-    for i in range(V if K > 0 else 0):
+    for k in range(V if K > 0 else 0):
+        i = order[e, k]
         ds = traf[e, T_S, i] - s
-        if not -60.0 < ds < 60.0:
+        if not ds > -60.0:
             continue
+        if not ds < 60.0:
+            break
         dd = traf[e, T_D, i] - d
         d2 = ds * ds + dd * dd
-        if n == K and not d2 < dist[K - 1]:
+        if n == K and not (d2 < dist[K - 1] or (d2 == dist[K - 1] and i < nearest[K - 1])):
             continue
         m = n if n < K else K - 1  # insertion point, shifting farther ones back
-        while m > 0 and dist[m - 1] > d2:
+        while m > 0 and (dist[m - 1] > d2 or (dist[m - 1] == d2 and nearest[m - 1] > i)):
             dist[m] = dist[m - 1]
             nearest[m] = nearest[m - 1]
             m -= 1
@@ -428,8 +437,8 @@ def batch_step(actions_d, actions_c, ego, traf, order, rng, P, curv_grid, speed_
     :param auto_reset: reset ended envs in place (SB3 ``VecEnv`` semantics).
 
     Envs are independent (own RNG, own rows), so a batch may be split along its first axis and the
-    parts stepped in separate threads (the kernel releases the GIL); :class:`~envs.driving.batch.BatchSim`
-    does that with ``parallel=True``.
+    parts stepped in separate threads (the kernel releases the GIL); :func:`batch_step_shared` lets the
+    threads split it as they go, which :class:`~envs.driving.batch.BatchSim` does with ``parallel=True``.
     """
     V = traf.shape[2]
     K = max(int(P[P_K]), 1)
@@ -440,7 +449,50 @@ def batch_step(actions_d, actions_c, ego, traf, order, rng, P, curv_grid, speed_
                 np.empty(K, dtype=np.int64))
 
 
-# Every kernel below the entry point above is compiled without numba's reference counting
+@intrinsic
+def _fetch_add(typingctx, counter, value):
+    """``counter[0] += value`` as one atomic instruction (sequentially consistent); returns the old value.
+    ``counter``: a 1-d int64 array shared by the threads."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and counter.ndim == 1
+            and isinstance(value, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], arr, [context.get_constant(types.intp, 0)])
+        val = context.cast(builder, args[1], signature.args[1], types.int64)
+        return builder.atomic_rmw("add", ptr, val, "seq_cst")
+
+    return types.int64(counter, value), codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def batch_step_shared(counter, chunk, actions_d, actions_c, ego, traf, order, rng, P, curv_grid, speed_grid,
+                      lane_start, lane_end, scales, obs, rew, info, terminated, truncated, terminal_obs, auto_reset):
+    """:func:`batch_step` for several threads calling it at once on the same batch: each call claims the next
+    ``chunk`` envs from the shared ``counter`` (an ``(1,)`` int64 array, 0 at the start of the step) until none
+    are left. Every env is stepped exactly once, by whichever thread claimed it, so the result is
+    :func:`batch_step`'s bit for bit; a thread that starts late or meets expensive envs (resets, lane-change
+    decisions) simply claims fewer chunks, so the threads finish together."""
+    E = ego.shape[0]
+    V = traf.shape[2]
+    K = max(int(P[P_K]), 1)
+    leader = np.empty((V + 1, MAX_LANES), dtype=np.int64)
+    follower = np.empty((V + 1, MAX_LANES), dtype=np.int64)
+    front2 = np.empty((1, MAX_LANES), dtype=np.int64)
+    acc = np.empty(V + 1, dtype=np.float64)
+    dist = np.empty(K)
+    nearest = np.empty(K, dtype=np.int64)
+    while True:
+        e0 = _fetch_add(counter, chunk)
+        if e0 >= E:
+            break
+        _step_range(e0, min(e0 + chunk, E), actions_d, actions_c, ego, traf, order, rng, P, curv_grid, speed_grid,
+                    lane_start, lane_end, scales, obs, rew, info, terminated, truncated, terminal_obs, auto_reset,
+                    leader, follower, front2, acc, dist, nearest)
+
+
+# Every kernel below the entry points above is compiled without numba's reference counting
 # (`_nrt=False`): none of them allocates, and a non-inlined call that passes arrays otherwise pays an
 # atomic incref/decref per array argument, which measured ~4x slower in the per-vehicle loops.
 @numba.njit(cache=True, _nrt=False)
