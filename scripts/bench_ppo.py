@@ -3,7 +3,7 @@
 Everything runs in one process on the built-in route scenario, batched (``envs.driving`` ``route``,
 continuous actions), built the morl way (:func:`morl.experiment.make_vec_env`: scalarised reward for
 SB3, the reward vector in ``info["vector_reward"]``, the NaN check and ``VecMonitor``), on the CPU with
-one torch thread (``train.torch_threads``' default).
+one torch thread (``train.torch_threads``' default) unless ``--threads`` says otherwise.
 
 (a) Same env and settings for all rows (``n_steps``, ``batch_size``, epochs, the same MLP, the same PPO
     coefficients, value clipping on): SB3 ``PPO`` with ``MlpPolicy``; ``CaRLPPO`` with SB3's Gaussian
@@ -21,6 +21,7 @@ collecting rollouts and updating is measured with a callback. Example::
 
     python scripts/bench_ppo.py --repeats 5
     python scripts/bench_ppo.py --quick          # a few seconds, for a smoke test
+    python scripts/bench_ppo.py --threads 2    # both cores for torch
 """
 
 from __future__ import annotations
@@ -148,18 +149,21 @@ def main(argv=None) -> int:
     p.add_argument("--e2e-n-steps", type=int, default=128, help="(b): rollout steps per env")
     p.add_argument("--e2e-batch-size", type=int, default=2048, help="(b): minibatch size (4 per rollout)")
     p.add_argument("--skip-e2e", action="store_true", help="only (a)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads for every row (the simulator is serial here, so with 2 the update's "
+                        "matrix products use the second core while the env waits)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run of a few seconds")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.rollouts, args.n_envs, args.n_steps, args.batch_size = 1, 1, 8, 16, 64
         args.e2e_envs, args.e2e_n_steps, args.e2e_batch_size, args.net = 8, 16, 32, [16]
     for name in ("repeats", "rollouts", "n_envs", "n_steps", "batch_size", "n_epochs", "e2e_envs", "e2e_n_steps",
-                 "e2e_batch_size"):
+                 "e2e_batch_size", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    th.set_num_threads(1)
+    th.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"load average before: {load:.2f}; {os.cpu_count()} CPUs; torch threads 1; device cpu")
+    print(f"load average before: {load:.2f}; {os.cpu_count()} CPUs; torch threads {th.get_num_threads()}; device cpu")
 
     rows = bench_same_settings(args)
     base, base_cpu = rows[0][1], rows[0][2]

@@ -20,7 +20,12 @@ Methods (``--methods``, default ``gate scalarised``):
 The velocity limit is 1.0 m/s in these configs, not Safety-Gymnasium's 3.2096 m/s: PPO at the CPU budget
 (500k steps) runs about 1 m/s, so the original limit would never bind and both cost rates would be 0.
 
-Example (the issue's setting, about 30 min on a 2-core CPU with ``--workers 2``)::
+Measured (3 seeds, 500k steps, 5 deterministic evaluation episodes per run; 30 min with ``--workers 2``):
+the gate's cost rate 0.025 [0.004, 0.062] at forward return 586 [563, 623]; the scalarised baseline's
+0.492 [0.338, 0.604] at 1003 [785, 1222]: 0.05x the cost at 0.58x the forward return. The gate keeps a
+wide margin below the limit (about 0.6 m/s against 1.0) at this budget.
+
+Example (the issue's setting)::
 
     python scripts/train_mujoco.py --seeds 3 --workers 2 --out runs/mujoco_halfcheetah
 
