@@ -65,9 +65,9 @@ from morl.metrics import episode_metrics
 from morl.preorder import PreorderError
 from morl.wrappers import EVENT_KEYS, FiniteCheck, MOEpisodeStatistics, NonFiniteError, Scalarize, WithPreorder
 
-__all__ = ["make_env", "make_vec_env", "env_kwargs", "env_objectives", "check_config", "build_agent", "train", "resume",
-           "evaluate", "load_run_config", "AtomicCheckpoint", "DivergenceGuard", "DivergenceError", "EVAL_SEED_BASE",
-           "PER_ENV"]
+__all__ = ["make_env", "make_vec_env", "env_kwargs", "env_objectives", "check_config", "build_agent", "new_run_dir",
+           "train", "resume", "evaluate", "load_run_config", "AtomicCheckpoint", "DivergenceGuard", "DivergenceError",
+           "EVAL_SEED_BASE", "PER_ENV"]
 
 #: Evaluation seeds default to EVAL_SEED_BASE + i, far from training seeds.
 EVAL_SEED_BASE = 10_000
@@ -283,7 +283,8 @@ class ObjectiveLogger(BaseCallback):
 # Training
 
 
-def _new_run_dir(cfg: ExperimentConfig) -> Path:
+def new_run_dir(cfg: ExperimentConfig) -> Path:
+    """A fresh ``<output.root>/<name>/<timestamp>[-i]`` path for a run (not created)."""
     base = Path(cfg.output.root) / cfg.name
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir, i = base / stamp, 1
@@ -315,7 +316,7 @@ def train(cfg: ExperimentConfig, run_dir=None, source: str = "<config>", callbac
     objectives = check_config(cfg, source)
     venv = make_vec_env(cfg, cfg.train.n_envs, seed=cfg.train.seed)
     model = build_agent(cfg, venv, source)
-    run_dir = Path(run_dir) if run_dir is not None else _new_run_dir(cfg)
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(f"run directory {run_dir} exists and is not empty (use --resume to continue it)")
     created = run_dir  # the topmost folder this run creates: removed again if the run fails early

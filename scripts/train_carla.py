@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run_dir = args.resume or args.run_dir or experiment._new_run_dir(cfg)
+    run_dir = args.resume or args.run_dir or experiment.new_run_dir(cfg)
     print(f"run directory {run_dir}\n{_describe(cfg)}", flush=True)
     restarts, evaluate = 0, not args.no_eval
     while True:
