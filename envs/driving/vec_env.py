@@ -34,6 +34,7 @@ __all__ = ["DrivingVecEnv", "StepInfo", "make_vec"]
 
 _COLUMN = {key: k for k, key in enumerate(ob.INFO_KEYS)}
 _IS_BOOL = {key: key in _BOOL_KEYS for key in ob.INFO_KEYS}
+_MISSING = object()
 
 
 class StepInfo(MutableMapping):
@@ -50,16 +51,24 @@ class StepInfo(MutableMapping):
         self._i = index
         self._extra = extra
 
-    def __getitem__(self, key):
+    def get(self, key, default=None):
+        # direct, not Mapping.get's try/except around __getitem__: SB3 asks every info of every step for
+        # keys it mostly lacks ("episode", "is_success")
         if self._extra is not None and key in self._extra:
             return self._extra[key]
         if key == "vector_reward":
             return self._rew[self._i].copy()
         k = _COLUMN.get(key)
         if k is None:
-            raise KeyError(key)
+            return default
         value = self._info[self._i, k]
         return bool(value) if _IS_BOOL[key] else float(value)
+
+    def __getitem__(self, key):
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
 
     def __setitem__(self, key, value):
         if self._extra is None:

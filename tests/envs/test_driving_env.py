@@ -214,6 +214,10 @@ def test_vec_env_infos_and_terminal_observation():
                 assert isinstance(copy, dict) and "terminal_observation" in copy
             else:
                 assert "terminal_observation" not in info
+                assert info.get("terminal_observation", "absent") == "absent"
+                with pytest.raises(KeyError):
+                    info["terminal_observation"]
+            assert info.get("collision") == info["collision"] and info.get("episode") is None
     assert ended >= 6  # max_steps 20: every env ended at least once
 
 
