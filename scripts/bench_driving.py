@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -133,7 +134,9 @@ def _component_loop():
                 elif which == 6:
                     tr.sort_order(e, traf, order)
                 elif which == 7:
-                    x += sim._ego_checks(e, ego, traf, P, lane_start, lane_end)[2]
+                    psi = ego[e, sim.E_PSI]
+                    x += sim._ego_checks_sorted(e, ego, traf, order, P, lane_start, lane_end, math.cos(psi),
+                                                math.sin(psi))[2]
                 else:
                     sim.write_obs(e, ego, traf, order, P, curv, speed, lane_start, lane_end, obs[e], dist, nearest)
         return x

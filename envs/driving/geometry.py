@@ -196,12 +196,30 @@ def box_off_road(s, d, psi, length, width, lane_start, lane_end, n_lanes, lane_w
 def box_off_road_cs(s, d, c, sn, length, width, lane_start, lane_end, n_lanes, lane_width, shoulder):
     """:func:`box_off_road` with the heading given as its cosine ``c`` and sine ``sn`` (callers that have
     them already save the trigonometric calls)."""
+    # Where every lane exists (``s_all_lo <= s < s_all_hi``) the edges are those of all the lanes: one pass
+    # finds that stretch and those edges (the same expressions as :func:`road_edges`, so the same bits), and
+    # only corners outside it pay for their own look-up.
+    s_all_lo = -math.inf
+    s_all_hi = math.inf
+    lo_all = 1e9
+    hi_all = -1e9
+    for lane in range(n_lanes):
+        s_all_lo = max(s_all_lo, lane_start[lane])
+        s_all_hi = min(s_all_hi, lane_end[lane])
+        cl = lane * lane_width
+        if cl - 0.5 * lane_width < lo_all:
+            lo_all = cl - 0.5 * lane_width
+        if cl + 0.5 * lane_width > hi_all:
+            hi_all = cl + 0.5 * lane_width
     for k in range(4):
         fl = 0.5 * length if k < 2 else -0.5 * length
         fw = 0.5 * width if (k % 2) == 0 else -0.5 * width
         cs = s + fl * c - fw * sn
         cd = d + fl * sn + fw * c
-        lo, hi = road_edges(lane_start, lane_end, n_lanes, lane_width, cs)
+        if s_all_lo <= cs < s_all_hi:
+            lo, hi = lo_all, hi_all
+        else:
+            lo, hi = road_edges(lane_start, lane_end, n_lanes, lane_width, cs)
         if lo >= hi:
             return True
         if cd < lo - shoulder or cd > hi + shoulder:

@@ -149,7 +149,17 @@ def batch_reset(mask, ego, traf, order, rng, P, curv_grid, speed_grid, lane_star
 
 @numba.njit(cache=True, _nrt=False, inline="always")
 def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, out, dist, nearest):
-    """Observation of env ``e`` into ``out`` (float32, values in ``[-1, 1]``).
+    """Observation of env ``e`` into ``out``: :func:`write_obs_cs` with the ego heading's cosine and sine."""
+    psi = ego[e, E_PSI]
+    write_obs_cs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, out, dist, nearest,
+                 math.cos(psi), math.sin(psi))
+
+
+@numba.njit(cache=True, _nrt=False, inline="always")
+def write_obs_cs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, out, dist, nearest, cos_psi,
+                 sin_psi):
+    """Observation of env ``e`` into ``out`` (float32, values in ``[-1, 1]``: each value is clipped before it is
+    rounded to float32, which gives the bits of clipping after, as the rounding is monotone and keeps +-1).
 
     Ego (10): speed / v_max, heading / (pi/2), lane-centre offset / (w/2), position across the road,
     (speed - limit) / 10, limit / v_max, steer / max_steer, accel / acc_max, target speed / v_max and
@@ -160,6 +170,7 @@ def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_en
     and lateral speed / 20, nearest first (Euclidean in (s, d)); absent rows are zero.
     ``dist`` (float64) and ``nearest`` (int64) are scratch of length ``>= K``; ``order[e]`` must hold the
     traffic sorted by ``s`` (:func:`~envs.driving.traffic.sort_order`, as every step and reset leave it).
+    ``cos_psi`` and ``sin_psi``: the cosine and sine of the ego's heading ``ego[e, E_PSI]`` (the step has them).
     """
     V = traf.shape[2]
     n_lanes = int(P[P_N_LANES])
@@ -175,36 +186,34 @@ def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_en
     lo, hi = road_edges(lane_start, lane_end, n_lanes, lw, s)
     half = max(0.5 * (hi - lo), 0.5 * lw)
     cont = P[P_CONTINUOUS] > 0.5
-    out[0] = v / vmax
-    out[1] = psi / (0.5 * math.pi)
-    out[2] = (d - lane * lw) / (0.5 * lw)
-    out[3] = (d - 0.5 * (lo + hi)) / half
-    out[4] = (v - limit) / 10.0
-    out[5] = limit / vmax
-    out[6] = ego[e, E_STEER] / P[P_MAX_STEER]
-    out[7] = ego[e, E_ACC] / P[P_ACC_MAX]
-    out[8] = 0.0 if cont else ego[e, E_TSPEED] / vmax
-    out[9] = 0.0 if cont else (ego[e, E_TLANE] * lw - d) / (2.0 * lw)
+    out[0] = _clip(v / vmax, -1.0, 1.0)
+    out[1] = _clip(psi / (0.5 * math.pi), -1.0, 1.0)
+    out[2] = _clip((d - lane * lw) / (0.5 * lw), -1.0, 1.0)
+    out[3] = _clip((d - 0.5 * (lo + hi)) / half, -1.0, 1.0)
+    out[4] = _clip((v - limit) / 10.0, -1.0, 1.0)
+    out[5] = _clip(limit / vmax, -1.0, 1.0)
+    out[6] = _clip(ego[e, E_STEER] / P[P_MAX_STEER], -1.0, 1.0)
+    out[7] = _clip(ego[e, E_ACC] / P[P_ACC_MAX], -1.0, 1.0)
+    out[8] = _clip(0.0 if cont else ego[e, E_TSPEED] / vmax, -1.0, 1.0)
+    out[9] = _clip(0.0 if cont else (ego[e, E_TLANE] * lw - d) / (2.0 * lw), -1.0, 1.0)
     o = N_EGO_OBS
     out[o + 0] = 1.0 if lane_exists(lane_start, lane_end, n_lanes, lane + 1, s) else 0.0
     out[o + 1] = 1.0 if lane_exists(lane_start, lane_end, n_lanes, lane - 1, s) else 0.0
-    out[o + 2] = (lane_end[lane] - s) / 200.0
-    out[o + 3] = 50.0 * grid_value(curv_grid, gs, s)
-    out[o + 4] = 50.0 * grid_value(curv_grid, gs, s + 20.0)
-    out[o + 5] = 50.0 * grid_value(curv_grid, gs, s + 50.0)
-    out[o + 6] = grid_value(speed_grid, gs, s + 50.0) / vmax
-    out[o + 7] = 1.0 - ego[e, E_RC]
+    out[o + 2] = _clip((lane_end[lane] - s) / 200.0, -1.0, 1.0)
+    out[o + 3] = _clip(50.0 * grid_value(curv_grid, gs, s), -1.0, 1.0)
+    out[o + 4] = _clip(50.0 * grid_value(curv_grid, gs, s + 20.0), -1.0, 1.0)
+    out[o + 5] = _clip(50.0 * grid_value(curv_grid, gs, s + 50.0), -1.0, 1.0)
+    out[o + 6] = _clip(grid_value(speed_grid, gs, s + 50.0) / vmax, -1.0, 1.0)
+    out[o + 7] = _clip(1.0 - ego[e, E_RC], -1.0, 1.0)
     o += N_ROUTE_OBS
     K = int(P[P_K])
-    for r in range(o, o + K * N_VEH_OBS):
-        out[r] = 0.0
     # K nearest (Euclidean in (s, d)) within 60 m along the road, ties to the lower index: one pass keeps
     # the nearest so far sorted in dist[0:n] (squared distances) and nearest[0:n] (indices). The pass walks
     # ``order`` (the traffic sorted by s, as every step and reset leave it), so it stops at the end of the
     # window; candidates then come in s order, not index order, so ties compare the indices explicitly: the
     # result is the K smallest (d2, index) pairs whatever the order of the pass.
-    vs = v * math.cos(psi)
-    vd_e = v * math.sin(psi)
+    vs = v * cos_psi
+    vd_e = v * sin_psi
     n = 0
     for k in range(V if K > 0 else 0):
         i = order[e, k]
@@ -230,12 +239,12 @@ def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_en
         best_i = nearest[r]
         row = o + r * N_VEH_OBS
         out[row + 0] = 1.0
-        out[row + 1] = (traf[e, T_S, best_i] - s) / 60.0
-        out[row + 2] = (traf[e, T_D, best_i] - d) / 10.0
-        out[row + 3] = (traf[e, T_V, best_i] - vs) / 20.0
-        out[row + 4] = (traf[e, T_VD, best_i] - vd_e) / 20.0
-    for r in range(out.shape[0]):
-        out[r] = _clip(out[r], -1.0, 1.0)
+        out[row + 1] = _clip((traf[e, T_S, best_i] - s) / 60.0, -1.0, 1.0)
+        out[row + 2] = _clip((traf[e, T_D, best_i] - d) / 10.0, -1.0, 1.0)
+        out[row + 3] = _clip((traf[e, T_V, best_i] - vs) / 20.0, -1.0, 1.0)
+        out[row + 4] = _clip((traf[e, T_VD, best_i] - vd_e) / 20.0, -1.0, 1.0)
+    for r in range(o + n * N_VEH_OBS, o + K * N_VEH_OBS):  # absent rows
+        out[r] = 0.0
 
 
 # ----------------------------------------------------------------------------- ego control
@@ -277,7 +286,8 @@ def meta_control(e, action, ego, P, curv_grid, lane_start, lane_end):
 
 @numba.njit(cache=True, _nrt=False, inline="always")
 def _ego_checks(e, ego, traf, P, lane_start, lane_end):
-    """``(collision, off_road, ttc)`` for the ego after the move."""
+    """``(collision, off_road, ttc)`` for the ego after the move (vehicles in index order; the step uses
+    :func:`_ego_checks_sorted`, which gives the same)."""
     V = traf.shape[2]
     n_lanes = int(P[P_N_LANES])
     vl = P[P_VEH_LEN]
@@ -309,10 +319,50 @@ def _ego_checks(e, ego, traf, P, lane_start, lane_end):
     return collision, off, ttc
 
 
+@numba.njit(cache=True, _nrt=False, inline="always")
+def _ego_checks_sorted(e, ego, traf, order, P, lane_start, lane_end, cos_psi, sin_psi):
+    """:func:`_ego_checks` walking the traffic front to back in ``order`` (sorted by ``s``), given the cosine and
+    sine of the ego's heading. Same result: collision is an "or" and the time to collision a minimum (of
+    non-negative numbers), whatever the order; but in ``s`` order the ahead / behind test stops being a coin
+    flip for the branch predictor, and the walk stops at the first vehicle too far behind for either test."""
+    V = traf.shape[2]
+    n_lanes = int(P[P_N_LANES])
+    vl = P[P_VEH_LEN]
+    vw = P[P_VEH_WID]
+    s = ego[e, E_S]
+    d = ego[e, E_D]
+    psi = ego[e, E_PSI]
+    vs = ego[e, E_V] * cos_psi
+    hw = 0.5 * vl * abs(sin_psi) + 0.5 * vw * abs(cos_psi)
+    collision = False
+    ttc = TTC_NONE
+    for k in range(V - 1, -1, -1):
+        i = order[e, k]
+        ds = traf[e, T_S, i] - s
+        near = abs(ds) < vl + 1.0
+        if not (ds > 0.0 or near):
+            break  # this vehicle and all behind it: neither ahead nor close enough to touch
+        dd = traf[e, T_D, i] - d
+        if near and abs(dd) < vl:
+            h = math.atan2(traf[e, T_VD, i], max(traf[e, T_V, i], 1e-3))
+            if boxes_overlap(s, d, psi, vl, vw, traf[e, T_S, i], traf[e, T_D, i], h, vl, vw):
+                collision = True
+        # time to collision with vehicles ahead that overlap the ego laterally (constant speeds)
+        if ds > 0.0 and abs(dd) < hw + 0.5 * vw:
+            closing = vs - traf[e, T_V, i]
+            if closing > 1e-6:
+                t = max(ds - vl, 0.0) / closing
+                if t < ttc:
+                    ttc = t
+    off = box_off_road_cs(s, d, cos_psi, sin_psi, vl, vw, lane_start, lane_end, n_lanes, P[P_LANE_W], P[P_SHOULDER])
+    return collision, off, ttc
+
+
 @numba.njit(cache=True, _nrt=False)
 def step_env(e, action_d, accel_c, steer_c, ego, traf, order, rng, P, curv_grid, speed_grid, lane_start,
              lane_end, scales, leader, follower, front, front2, acc, rew, info):
-    """Advance env ``e`` by one step; writes ``rew[e]`` and ``info[e]``; returns ``(terminated, truncated)``."""
+    """Advance env ``e`` by one step; writes ``rew[e]`` and ``info[e]``; returns ``(terminated, truncated, cos_psi,
+    sin_psi)``, the last two of the ego's new heading (for :func:`write_obs_cs`)."""
     V = traf.shape[2]
     dt = P[P_DT]
     n_lanes = int(P[P_N_LANES])
@@ -362,8 +412,10 @@ def step_env(e, action_d, accel_c, steer_c, ego, traf, order, rng, P, curv_grid,
         recycle(e, step, rng, ego, traf, P, speed_grid, lane_start, lane_end)
     sort_order(e, traf, order)
     # 4. checks
+    cos_psi = math.cos(psi1)
+    sin_psi = math.sin(psi1)
     if active:
-        collision, off_road, ttc = _ego_checks(e, ego, traf, P, lane_start, lane_end)
+        collision, off_road, ttc = _ego_checks_sorted(e, ego, traf, order, P, lane_start, lane_end, cos_psi, sin_psi)
     else:
         collision, off_road, ttc = False, False, TTC_NONE
     length = P[P_LENGTH]
@@ -418,7 +470,7 @@ def step_env(e, action_d, accel_c, steer_c, ego, traf, order, rng, P, curv_grid,
     row[I_C_LANE_CENTER] = ob.lane_center_factor(lane_offset, lw)
     row[I_C_HARD] = 1.0 if hard else 0.0
     row[I_C_TERMINAL] = -1.0 if collision else 0.0
-    return terminated, truncated
+    return terminated, truncated, cos_psi, sin_psi
 
 
 @numba.njit(cache=True, nogil=True)
@@ -504,11 +556,13 @@ def _step_range(e0, e1, actions_d, actions_c, ego, traf, order, rng, P, curv_gri
         a_d = actions_d[e] if actions_d.shape[0] > 0 else 0
         a_c0 = actions_c[e, 0] if actions_c.shape[0] > 0 else 0.0
         a_c1 = actions_c[e, 1] if actions_c.shape[0] > 0 else 0.0
-        term, trunc = step_env(e, a_d, a_c0, a_c1, ego, traf, order, rng, P, curv_grid, speed_grid,
-                               lane_start, lane_end, scales, leader, follower, front, front2, acc, rew, info)
+        term, trunc, cos_psi, sin_psi = step_env(e, a_d, a_c0, a_c1, ego, traf, order, rng, P, curv_grid, speed_grid,
+                                                 lane_start, lane_end, scales, leader, follower, front, front2, acc,
+                                                 rew, info)
         terminated[e] = term
         truncated[e] = trunc
-        write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, obs[e], dist, nearest)
+        write_obs_cs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, obs[e], dist, nearest,
+                     cos_psi, sin_psi)
         if auto_reset and (term or trunc):
             for r in range(obs.shape[1]):
                 terminal_obs[e, r] = obs[e, r]

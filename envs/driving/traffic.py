@@ -82,7 +82,13 @@ def occupied_lanes(d, half_width, lane_width, n_lanes):
 @numba.njit(cache=True, _nrt=False)
 def ego_half_width(psi, P):
     """Lateral half extent of the ego's box at road-relative heading ``psi``."""
-    return 0.5 * P[P_VEH_LEN] * abs(math.sin(psi)) + 0.5 * P[P_VEH_WID] * abs(math.cos(psi))
+    return ego_half_width_cs(math.cos(psi), math.sin(psi), P)
+
+
+@numba.njit(cache=True, _nrt=False)
+def ego_half_width_cs(cos_psi, sin_psi, P):
+    """:func:`ego_half_width` from the heading's cosine and sine."""
+    return 0.5 * P[P_VEH_LEN] * abs(sin_psi) + 0.5 * P[P_VEH_WID] * abs(cos_psi)
 
 
 @numba.njit(cache=True, _nrt=False, inline="always")
@@ -154,21 +160,28 @@ def neighbours(e, ego, traf, order, P, leader, follower, front, with_followers=T
 
 
 @numba.njit(cache=True, _nrt=False)
-def _pos_speed(e, j, ego, traf):
-    # (s, longitudinal speed) of vehicle j; j == V is the ego
+def ego_long_speed(e, ego):
+    """The ego's speed along the road (what the traffic sees of it)."""
+    return ego[e, E_V] * math.cos(ego[e, E_PSI])
+
+
+@numba.njit(cache=True, _nrt=False)
+def _pos_speed(e, j, ego, traf, vs_e):
+    # (s, longitudinal speed) of vehicle j; j == V is the ego, whose longitudinal speed the caller computed
+    # once (`ego_long_speed`: a cosine per vehicle that follows the ego otherwise)
     V = traf.shape[2]
     if j == V:
-        return ego[e, E_S], ego[e, E_V] * math.cos(ego[e, E_PSI])
+        return ego[e, E_S], vs_e
     return traf[e, T_S, j], traf[e, T_V, j]
 
 
 @numba.njit(cache=True, _nrt=False, inline="always")
-def follow_accel(e, s, v, v0, lead, ego, traf, c):
+def follow_accel(e, s, v, v0, lead, ego, traf, c, vs_e):
     """IDM acceleration of a vehicle at ``(s, v)`` with desired speed ``v0`` behind vehicle ``lead``
-    (``c``: :func:`traffic_consts`)."""
+    (``c``: :func:`traffic_consts`; ``vs_e``: :func:`ego_long_speed`)."""
     if lead < 0:
         return _idm(v, v0, NO_GAP, 0.0, c)
-    sl, vl = _pos_speed(e, lead, ego, traf)
+    sl, vl = _pos_speed(e, lead, ego, traf, vs_e)
     return _idm(v, v0, sl - s - c[C_VLEN], vl, c)
 
 
@@ -193,15 +206,16 @@ def traffic_accels(e, ego, traf, P, speed_grid, lane_end, leader, acc):
     V = traf.shape[2]
     n_lanes = int(P[P_N_LANES])
     c = traffic_consts(P)
+    vs_e = ego_long_speed(e, ego)
     for i in range(V):
         lo, hi = occupied_lanes(traf[e, T_D, i], c[C_HALF_W], c[C_LANE_W], n_lanes)
-        acc[i] = _vehicle_accel(e, i, lo, hi, ego, traf, speed_grid, lane_end, leader, i, c)
+        acc[i] = _vehicle_accel(e, i, lo, hi, ego, traf, speed_grid, lane_end, leader, i, c, vs_e)
     if P[P_EGO_ACTIVE] > 0.5:
         s = ego[e, E_S]
-        v = ego[e, E_V] * math.cos(ego[e, E_PSI])
+        v = vs_e
         v0 = grid_value(speed_grid, c[C_GRID_STEP], s)
         lane = min(max(lane_of(ego[e, E_D], c[C_LANE_W]), 0), n_lanes - 1)
-        acc[V] = max(follow_accel(e, s, v, v0, leader[V, lane], ego, traf, c), -c[C_DECEL_MAX])
+        acc[V] = max(follow_accel(e, s, v, v0, leader[V, lane], ego, traf, c, vs_e), -c[C_DECEL_MAX])
     else:
         acc[V] = 0.0
 
@@ -232,7 +246,7 @@ def _target_taken(e, i, lane, traf, speed_grid, c, b_safe):
 
 
 @numba.njit(cache=True, _nrt=False, inline="always")
-def _vehicle_accel(e, i, lo, hi, ego, traf, speed_grid, lane_end, table, row, c):
+def _vehicle_accel(e, i, lo, hi, ego, traf, speed_grid, lane_end, table, row, c, vs_e):
     # IDM acceleration of traffic vehicle i (occupying lanes lo..hi) behind the nearest vehicles in its
     # own lanes and its target lane (table[row, lane] holds them), and before the end of its target lane.
     # Inlined: a call passing this many arrays costs more than the computation.
@@ -240,10 +254,10 @@ def _vehicle_accel(e, i, lo, hi, ego, traf, speed_grid, lane_end, table, row, c)
     v = traf[e, T_V, i]
     v0 = desired_speed(e, i, traf, speed_grid, c[C_GRID_STEP])
     target = int(traf[e, T_TARGET, i])
-    a = follow_accel(e, s, v, v0, table[row, target], ego, traf, c)
+    a = follow_accel(e, s, v, v0, table[row, target], ego, traf, c, vs_e)
     for lane in range(lo, hi + 1):
         if lane != target:
-            a = min(a, follow_accel(e, s, v, v0, table[row, lane], ego, traf, c))
+            a = min(a, follow_accel(e, s, v, v0, table[row, lane], ego, traf, c, vs_e))
     a = min(a, lane_end_accel(s, v, v0, target, lane_end, c))
     return max(a, -c[C_DECEL_MAX])
 
@@ -260,18 +274,23 @@ def follow_sweep(e, ego, traf, order, P, speed_grid, lane_end, front, acc):
     lw = c[C_LANE_W]
     active = P[P_EGO_ACTIVE] > 0.5
     s_e = ego[e, E_S]
+    # the ego's heading enters twice (its lateral extent, its speed along the road): one cosine and sine
+    psi_e = ego[e, E_PSI]
+    cos_e = math.cos(psi_e)
+    sin_e = math.sin(psi_e)
+    vs_e = ego[e, E_V] * cos_e
     for lane in range(n_lanes):
         front[0, lane] = -1
     done = not active
     for k in range(V - 1, -1, -1):
         i = order[e, k]
         if not done and s_e >= traf[e, T_S, i]:
-            lo, hi = occupied_lanes(ego[e, E_D], ego_half_width(ego[e, E_PSI], P), lw, n_lanes)
+            lo, hi = occupied_lanes(ego[e, E_D], ego_half_width_cs(cos_e, sin_e, P), lw, n_lanes)
             for lane in range(lo, hi + 1):
                 front[0, lane] = V
             done = True
         lo, hi = occupied_lanes(traf[e, T_D, i], c[C_HALF_W], lw, n_lanes)
-        acc[i] = _vehicle_accel(e, i, lo, hi, ego, traf, speed_grid, lane_end, front, 0, c)
+        acc[i] = _vehicle_accel(e, i, lo, hi, ego, traf, speed_grid, lane_end, front, 0, c, vs_e)
         for lane in range(lo, hi + 1):
             front[0, lane] = i
         front[0, int(traf[e, T_TARGET, i])] = i  # signalled lane change: counts in the target lane
@@ -296,6 +315,7 @@ def mobil_decisions(e, step, ego, traf, P, speed_grid, lane_start, lane_end, lea
     politeness = P[P_MOBIL_P]
     bias = P[P_MOBIL_BIAS]
     threshold = P[P_MOBIL_TH]
+    vs_e = ego_long_speed(e, ego)
     for i in range(V):
         lane = int(traf[e, T_LANE, i])
         if int(traf[e, T_TARGET, i]) != lane:
@@ -318,30 +338,27 @@ def mobil_decisions(e, step, ego, traf, P, speed_grid, lane_start, lane_end, lea
             nl = leader[i, new]
             nf = follower[i, new]
             if nl >= 0:
-                sl, _ = _pos_speed(e, nl, ego, traf)
+                sl, _ = _pos_speed(e, nl, ego, traf, vs_e)
                 if sl - s - vl < 2.0:
                     continue
-            a_new_i = min(follow_accel(e, s, v, v0, nl, ego, traf, c), lane_end_accel(s, v, v0, new, lane_end, c))
+            # the safety checks first: a side they rule out needs no acceleration of i's
             gain_nf = 0.0
             if nf >= 0:
-                sf, vf = _pos_speed(e, nf, ego, traf)
+                sf, vf = _pos_speed(e, nf, ego, traf, vs_e)
                 if s - sf - vl < 2.0:
                     continue
-                v0f = grid_value(speed_grid, gs, sf)
-                if nf < V:
-                    v0f = desired_speed(e, nf, traf, speed_grid, gs)
+                v0f = desired_speed(e, nf, traf, speed_grid, gs) if nf < V else grid_value(speed_grid, gs, sf)
                 a_nf_new = _idm(vf, v0f, s - sf - vl, v, c)
                 if a_nf_new < -b_safe:
                     continue
                 gain_nf = a_nf_new - acc[nf]
+            a_new_i = min(follow_accel(e, s, v, v0, nl, ego, traf, c, vs_e), lane_end_accel(s, v, v0, new, lane_end, c))
             if not have_gain_of:
                 have_gain_of = True
                 if old_f >= 0:
-                    sf, vf = _pos_speed(e, old_f, ego, traf)
-                    v0f = grid_value(speed_grid, gs, sf)
-                    if old_f < V:
-                        v0f = desired_speed(e, old_f, traf, speed_grid, gs)
-                    gain_of = follow_accel(e, sf, vf, v0f, old_l, ego, traf, c) - acc[old_f]
+                    sf, vf = _pos_speed(e, old_f, ego, traf, vs_e)
+                    v0f = desired_speed(e, old_f, traf, speed_grid, gs) if old_f < V else grid_value(speed_grid, gs, sf)
+                    gain_of = follow_accel(e, sf, vf, v0f, old_l, ego, traf, c, vs_e) - acc[old_f]
             incentive = a_new_i - a_i + politeness * (gain_nf + gain_of)
             incentive += bias if side == 0 else -bias
             if forced:

@@ -16,7 +16,8 @@ from envs.driving.batch import BatchSim, default_params
 from envs.driving.geometry import (bicycle_step, box_off_road, box_off_road_cs, boxes_overlap, idm_accel,
                                    rand_uniform, seed_state)
 from envs.driving.road import build_road
-from envs.driving.sim import N_EGO_OBS, N_ROUTE_OBS, N_VEH_OBS, _fetch_add, batch_step, batch_step_shared
+from envs.driving.sim import (N_EGO_OBS, N_ROUTE_OBS, N_VEH_OBS, _ego_checks, _ego_checks_sorted, _fetch_add,
+                              batch_step, batch_step_shared)
 from envs.driving.traffic import (P_K, P_LANE_W, P_N_LANES, P_VEH_WID, T_D, T_LANE, T_S, T_TARGET, T_V,
                                   ego_half_width, follow_sweep, neighbours, spawn_speeds, traffic_accels)
 
@@ -324,6 +325,68 @@ def test_box_off_road_from_cos_sin_matches():
         assert box_off_road_cs(s, d, math.cos(psi), math.sin(psi), 5.0, 2.0, *args) == want
         hits += want
     assert 0 < hits < 500
+
+
+@pytest.mark.parametrize("scenario", ["highway", "route"])
+def test_box_off_road_matches_per_corner_lookup(scenario):
+    """box_off_road_cs looks the road edges up once where every lane exists: against a reference that finds,
+    for each corner, the lanes existing at its s (poses past both ends of the road and the lane drop too)."""
+    road = build_road(scenario, lanes=3, **({"lane_drop": True} if scenario == "route" else {}))
+    lw, sh = road.lane_width, road.shoulder
+    args = (road.lane_start, road.lane_end, road.n_lanes, lw, sh)
+
+    def ref(s, d, psi, length, width):
+        for fl in (0.5 * length, -0.5 * length):
+            for fw in (0.5 * width, -0.5 * width):
+                cs = s + fl * math.cos(psi) - fw * math.sin(psi)
+                cd = d + fl * math.sin(psi) + fw * math.cos(psi)
+                lanes = [k for k in range(road.n_lanes) if road.lane_start[k] <= cs < road.lane_end[k]]
+                if not lanes:
+                    return True
+                if cd < min(lanes) * lw - 0.5 * lw - sh or cd > max(lanes) * lw + 0.5 * lw + sh:
+                    return True
+        return False
+
+    rng = np.random.default_rng(11)
+    hits = 0
+    ends = [0.0, road.length, *road.lane_end[road.lane_end < road.length]]
+    for n in range(1500):
+        s = rng.choice(ends) + rng.uniform(-8, 8) if n % 2 else rng.uniform(-10, road.length + 10)
+        d, psi = rng.uniform(-4, 12), rng.uniform(-np.pi, np.pi) if n % 3 == 0 else rng.normal(0, 0.1)
+        got = box_off_road_cs(s, d, math.cos(psi), math.sin(psi), 5.0, 2.0, *args)
+        assert got == ref(s, d, psi, 5.0, 2.0), (s, d, psi)
+        hits += got
+    assert 100 < hits < 1400
+
+
+@pytest.mark.parametrize("scenario", ["highway", "route"])
+def test_ego_checks_in_s_order_match_index_order(scenario):
+    """The step's ego checks walk the traffic in s order and stop behind the ego: same collision flag, off-road
+    flag and time to collision (bit for bit) as the plain loop over every vehicle, also with vehicles moved
+    next to the ego (collisions) and right behind it."""
+    sim = _sim(scenario, n_envs=4, seed=3)
+    actions = np.random.default_rng(2).integers(0, 5, (40, 4))
+    for t in range(40):
+        sim.step(actions[t], auto_reset=True)
+    rng = np.random.default_rng(9)
+    V = sim.n_vehicles
+    collisions = finite_ttc = 0
+    for trial in range(200):
+        e = trial % 4
+        ego, traf = sim.ego.copy(), sim.traf.copy()
+        for _ in range(trial % 4):  # move some vehicles close to the ego
+            j = rng.integers(V)
+            traf[e, T_S, j] = ego[e, 0] + rng.uniform(-12, 12)
+            traf[e, T_D, j] = ego[e, 1] + rng.uniform(-5, 5)
+        order = np.argsort(traf[:, T_S], axis=1, kind="stable").astype(np.int64)
+        psi = ego[e, 2]
+        want = _ego_checks(e, ego, traf, sim.P, *sim._road_args[2:])
+        got = _ego_checks_sorted(e, ego, traf, order, sim.P, *sim._road_args[2:], math.cos(psi), math.sin(psi))
+        assert got[0] == want[0] and got[1] == want[1]
+        assert np.float64(got[2]).tobytes() == np.float64(want[2]).tobytes()
+        collisions += want[0]
+        finite_ttc += want[2] < 100.0
+    assert collisions > 10 and finite_ttc > 50
 
 
 @pytest.mark.parametrize("scenario", ["highway", "route"])
