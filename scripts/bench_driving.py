@@ -135,8 +135,8 @@ def _component_loop():
                     tr.sort_order(e, traf, order)
                 elif which == 7:
                     psi = ego[e, sim.E_PSI]
-                    x += sim._ego_checks_sorted(e, ego, traf, order, P, lane_start, lane_end, math.cos(psi),
-                                                math.sin(psi))[2]
+                    x += sim._ego_checks(e, ego, traf, order, P, lane_start, lane_end, math.cos(psi),
+                                         math.sin(psi))[2]
                 else:
                     sim.write_obs(e, ego, traf, order, P, curv, speed, lane_start, lane_end, obs[e], dist, nearest)
         return x

@@ -285,46 +285,14 @@ def meta_control(e, action, ego, P, curv_grid, lane_start, lane_end):
 # ----------------------------------------------------------------------------- step
 
 @numba.njit(cache=True, _nrt=False, inline="always")
-def _ego_checks(e, ego, traf, P, lane_start, lane_end):
-    """``(collision, off_road, ttc)`` for the ego after the move (vehicles in index order; the step uses
-    :func:`_ego_checks_sorted`, which gives the same)."""
-    V = traf.shape[2]
-    n_lanes = int(P[P_N_LANES])
-    vl = P[P_VEH_LEN]
-    vw = P[P_VEH_WID]
-    s = ego[e, E_S]
-    d = ego[e, E_D]
-    psi = ego[e, E_PSI]
-    cos_psi = math.cos(psi)
-    sin_psi = math.sin(psi)
-    vs = ego[e, E_V] * cos_psi
-    hw = 0.5 * vl * abs(sin_psi) + 0.5 * vw * abs(cos_psi)
-    collision = False
-    ttc = TTC_NONE
-    for i in range(V):
-        ds = traf[e, T_S, i] - s
-        dd = traf[e, T_D, i] - d
-        if abs(ds) < vl + 1.0 and abs(dd) < vl:
-            h = math.atan2(traf[e, T_VD, i], max(traf[e, T_V, i], 1e-3))
-            if boxes_overlap(s, d, psi, vl, vw, traf[e, T_S, i], traf[e, T_D, i], h, vl, vw):
-                collision = True
-        # time to collision with vehicles ahead that overlap the ego laterally (constant speeds)
-        if ds > 0.0 and abs(dd) < hw + 0.5 * vw:
-            closing = vs - traf[e, T_V, i]
-            if closing > 1e-6:
-                t = max(ds - vl, 0.0) / closing
-                if t < ttc:
-                    ttc = t
-    off = box_off_road_cs(s, d, cos_psi, sin_psi, vl, vw, lane_start, lane_end, n_lanes, P[P_LANE_W], P[P_SHOULDER])
-    return collision, off, ttc
+def _ego_checks(e, ego, traf, order, P, lane_start, lane_end, cos_psi, sin_psi, stop_behind=True):
+    """``(collision, off_road, ttc)`` for the ego after the move, given the cosine and sine of its heading.
 
-
-@numba.njit(cache=True, _nrt=False, inline="always")
-def _ego_checks_sorted(e, ego, traf, order, P, lane_start, lane_end, cos_psi, sin_psi):
-    """:func:`_ego_checks` walking the traffic front to back in ``order`` (sorted by ``s``), given the cosine and
-    sine of the ego's heading. Same result: collision is an "or" and the time to collision a minimum (of
-    non-negative numbers), whatever the order; but in ``s`` order the ahead / behind test stops being a coin
-    flip for the branch predictor, and the walk stops at the first vehicle too far behind for either test."""
+    Walks the traffic front to back in ``order`` (sorted by ``s``, as every step leaves it) and, with
+    ``stop_behind``, stops at the first vehicle too far behind for either test. The result does not depend on
+    the order (collision is an "or", the time to collision a minimum of non-negative numbers), so
+    ``stop_behind=False`` over any order gives the same; in ``s`` order the ahead / behind test also stops
+    being a coin flip for the branch predictor."""
     V = traf.shape[2]
     n_lanes = int(P[P_N_LANES])
     vl = P[P_VEH_LEN]
@@ -341,7 +309,9 @@ def _ego_checks_sorted(e, ego, traf, order, P, lane_start, lane_end, cos_psi, si
         ds = traf[e, T_S, i] - s
         near = abs(ds) < vl + 1.0
         if not (ds > 0.0 or near):
-            break  # this vehicle and all behind it: neither ahead nor close enough to touch
+            if stop_behind:
+                break  # this vehicle and all behind it: neither ahead nor close enough to touch
+            continue
         dd = traf[e, T_D, i] - d
         if near and abs(dd) < vl:
             h = math.atan2(traf[e, T_VD, i], max(traf[e, T_V, i], 1e-3))
@@ -415,7 +385,7 @@ def step_env(e, action_d, accel_c, steer_c, ego, traf, order, rng, P, curv_grid,
     cos_psi = math.cos(psi1)
     sin_psi = math.sin(psi1)
     if active:
-        collision, off_road, ttc = _ego_checks_sorted(e, ego, traf, order, P, lane_start, lane_end, cos_psi, sin_psi)
+        collision, off_road, ttc = _ego_checks(e, ego, traf, order, P, lane_start, lane_end, cos_psi, sin_psi)
     else:
         collision, off_road, ttc = False, False, TTC_NONE
     length = P[P_LENGTH]

@@ -16,7 +16,7 @@ from envs.driving.batch import BatchSim, default_params
 from envs.driving.geometry import (bicycle_step, box_off_road, box_off_road_cs, boxes_overlap, idm_accel,
                                    rand_uniform, seed_state)
 from envs.driving.road import build_road
-from envs.driving.sim import (N_EGO_OBS, N_ROUTE_OBS, N_VEH_OBS, _ego_checks, _ego_checks_sorted, _fetch_add,
+from envs.driving.sim import (N_EGO_OBS, N_ROUTE_OBS, N_VEH_OBS, _ego_checks, _fetch_add,
                               batch_step, batch_step_shared)
 from envs.driving.traffic import (P_K, P_LANE_W, P_N_LANES, P_VEH_WID, T_D, T_LANE, T_S, T_TARGET, T_V,
                                   ego_half_width, follow_sweep, neighbours, spawn_speeds, traffic_accels)
@@ -380,8 +380,10 @@ def test_ego_checks_in_s_order_match_index_order(scenario):
             traf[e, T_D, j] = ego[e, 1] + rng.uniform(-5, 5)
         order = np.argsort(traf[:, T_S], axis=1, kind="stable").astype(np.int64)
         psi = ego[e, 2]
-        want = _ego_checks(e, ego, traf, sim.P, *sim._road_args[2:])
-        got = _ego_checks_sorted(e, ego, traf, order, sim.P, *sim._road_args[2:], math.cos(psi), math.sin(psi))
+        index_order = np.tile(np.arange(V, dtype=np.int64), (traf.shape[0], 1))
+        want = _ego_checks(e, ego, traf, index_order, sim.P, *sim._road_args[2:], math.cos(psi), math.sin(psi),
+                           stop_behind=False)
+        got = _ego_checks(e, ego, traf, order, sim.P, *sim._road_args[2:], math.cos(psi), math.sin(psi))
         assert got[0] == want[0] and got[1] == want[1]
         assert np.float64(got[2]).tobytes() == np.float64(want[2]).tobytes()
         collisions += want[0]
