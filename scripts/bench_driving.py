@@ -8,8 +8,10 @@ Measured in one process, random actions, median of ``--repeats`` runs:
 4. one Gymnasium env (``DrivingEnv.step``, a batch of one, Python loop);
 5. highway-env ``highway-fast-v0`` (about 20-40 steps/s, so only ``--highway-steps`` steps in all).
 
-Then prints the ratios to highway-fast-v0. ``--components`` also prints what one step costs per env, kernel
-by kernel (CPU time on a state reached by 60 random-action steps), to show what bounds the batched rate.
+Then prints the ratios to highway-fast-v0. ``--rates N`` instead prints the random policy's collision,
+off-road and success rates over N episodes per scenario and action type. ``--components`` also prints
+what one step costs per env, kernel by kernel (CPU time on a state reached by 60 random-action steps), to
+show what bounds the batched rate.
 Example::
 
     python scripts/bench_driving.py --n-envs 256 --n-vehicles 20 --components
@@ -185,6 +187,30 @@ def bench_components(scenario, n_envs, n_vehicles, repeats, reps=50):
     return rows
 
 
+def random_policy_rates(n_episodes: int, seed: int = 0) -> list[tuple[str, str, np.ndarray]]:
+    """Collision, off-road and success rates of uniformly random actions: the first episode of each of
+    ``n_episodes`` envs (seeds ``seed .. seed + n - 1``), per scenario and action type."""
+    from envs.driving import make_vec
+
+    out = []
+    for scenario in ("highway", "route"):
+        for action_type in ("discrete", "continuous"):
+            venv = make_vec(scenario, n_episodes, action_type=action_type, seed=seed)
+            venv.reset()
+            rng = np.random.default_rng(seed)
+            events = np.full((n_episodes, 3), np.nan)
+            while np.isnan(events[:, 0]).any():
+                if action_type == "discrete":
+                    actions = rng.integers(0, venv.action_space.n, n_episodes)
+                else:
+                    actions = rng.uniform(-1, 1, (n_episodes, 2)).astype(np.float32)
+                _, _, dones, infos = venv.step(actions)
+                for i in np.flatnonzero(dones & np.isnan(events[:, 0])):
+                    events[i] = [infos[i]["collision"], infos[i]["off_road"], infos[i]["success"]]
+            out.append((scenario, action_type, events.mean(axis=0)))
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="highway", choices=["highway", "route"])
@@ -196,7 +222,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-parallel", action="store_true", help="skip the threaded variant")
     parser.add_argument("--components", action="store_true", help="also print the per-kernel cost of a step")
+    parser.add_argument("--rates", type=int, default=0, metavar="N",
+                        help="only print the random policy's collision / off-road / success rates over N episodes")
     args = parser.parse_args(argv)
+    if args.rates:
+        print(f"random actions, first episode of {args.rates} envs per row")
+        print(f"{'scenario':<10}{'actions':<12}{'collision':>10}{'off-road':>10}{'success':>10}")
+        for scenario, action_type, (coll, off, succ) in random_policy_rates(args.rates):
+            print(f"{scenario:<10}{action_type:<12}{coll:>10.3f}{off:>10.3f}{succ:>10.3f}")
+        return
 
     rows = []
     raw, full = bench_batched(args.scenario, args.n_envs, args.n_vehicles, args.steps, args.repeats, False)
