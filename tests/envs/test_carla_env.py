@@ -4,10 +4,8 @@ The fake has a straight two-lane road along +x, a kinematic ego and switches on 
 the ego collide, leave the road, meet a red light or lose the connection at a given tick.
 """
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,18 +14,6 @@ from envs.driving import objectives as obj
 from envs.driving.carla_env import OBS_DIM, CarlaEnv, load_route
 
 FULL_THROTTLE = np.array([1.0, 0.0], dtype=np.float32)
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    """The fake module, installed as ``carla``, with a fresh server."""
-    path = Path(__file__).with_name("fake_carla.py")
-    spec = importlib.util.spec_from_file_location("fake_carla_for_tests", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setitem(sys.modules, "carla", module)
-    module.reset_server()
-    return module
 
 
 def make(**kwargs):
@@ -49,11 +35,11 @@ def run(env, action=FULL_THROTTLE, limit=400):
     raise AssertionError("the episode did not end")
 
 
-def test_reset_and_step_give_the_contract(fake):
+def test_reset_and_step_give_the_contract(fake_carla):
     env = make(dt=0.05)
     obs, info = env.reset(seed=0)
     assert obs.shape == (OBS_DIM,) and obs.dtype == np.float32 and env.observation_space.contains(obs)
-    server = fake.SERVER
+    server = fake_carla.SERVER
     assert server.settings.synchronous_mode and server.settings.fixed_delta_seconds == 0.05
     assert server.tm_sync == {8000: True}
     ego = server.ego()
@@ -70,7 +56,7 @@ def test_reset_and_step_give_the_contract(fake):
     assert info["speed_limit"] == pytest.approx(30 / 3.6)
 
 
-def test_route_completion_rises_to_100_percent_at_the_route_end(fake):
+def test_route_completion_rises_to_100_percent_at_the_route_end(fake_carla):
     env = make(dt=0.1)
     env.reset(seed=0)
     assert env.route.length == pytest.approx(60.0)
@@ -79,14 +65,14 @@ def test_route_completion_rises_to_100_percent_at_the_route_end(fake):
     assert all(b >= a for a, b in zip(rc, rc[1:])) and rc[5] > rc[0]
     assert term and not trunc and infos[-1]["success"] and rc[-1] == 1.0
     assert sum(i["carl_route_completion_delta"] for i in infos) == pytest.approx(100.0)
-    assert fake.SERVER.ego().x >= 59.0
+    assert fake_carla.SERVER.ego().x >= 59.0
     assert all(r[2] >= 0 for r in rewards) and sum(r[2] for r in rewards) > 0
 
 
-def test_collision_terminates_and_penalises_safety(fake):
+def test_collision_terminates_and_penalises_safety(fake_carla):
     env = make()
     env.reset(seed=0)
-    fake.SERVER.collide_at_tick = fake.SERVER.ticks + 3
+    fake_carla.SERVER.collide_at_tick = fake_carla.SERVER.ticks + 3
     infos, rewards, term, trunc = run(env)
     assert len(infos) == 3 and term and not trunc
     info, r = infos[-1], rewards[-1]
@@ -96,10 +82,10 @@ def test_collision_terminates_and_penalises_safety(fake):
     assert all(not i["collision"] for i in infos[:-1])
 
 
-def test_leaving_the_road_is_detected_and_terminates(fake):
+def test_leaving_the_road_is_detected_and_terminates(fake_carla):
     env = make()
     env.reset(seed=0)
-    fake.SERVER.off_road_at_tick = fake.SERVER.ticks + 4
+    fake_carla.SERVER.off_road_at_tick = fake_carla.SERVER.ticks + 4
     infos, rewards, term, trunc = run(env)
     info = infos[-1]
     assert len(infos) == 4 and term and info["off_road"] and not info["collision"]
@@ -107,10 +93,10 @@ def test_leaving_the_road_is_detected_and_terminates(fake):
     assert info["outside_route_lanes"] and info["lane_invasions"] == 1
 
 
-def test_running_a_red_light_terminates_but_waiting_at_it_does_not(fake):
+def test_running_a_red_light_terminates_but_waiting_at_it_does_not(fake_carla):
     env = make()
     env.reset(seed=0)
-    fake.SERVER.red_light_from_tick = fake.SERVER.ticks + 1
+    fake_carla.SERVER.red_light_from_tick = fake_carla.SERVER.ticks + 1
     for _ in range(3):  # standing still at the red light
         _, r, term, trunc, info = env.step(np.array([-1.0, 0.0], dtype=np.float32))
         assert not term and not info["red_light"] and r[1] == 0.0
@@ -119,8 +105,8 @@ def test_running_a_red_light_terminates_but_waiting_at_it_does_not(fake):
     assert infos[-1]["carl_terminal_penalty"] == -1.0
 
 
-def test_close_destroys_every_actor_and_restores_settings(fake):
-    server = fake.SERVER
+def test_close_destroys_every_actor_and_restores_settings(fake_carla):
+    server = fake_carla.SERVER
     env = make(n_traffic=3)
     env.reset(seed=1)
     first = set(server.actors)
@@ -131,12 +117,12 @@ def test_close_destroys_every_actor_and_restores_settings(fake):
     assert first <= set(server.destroyed)
     env.close()
     assert server.actors == {}
-    assert server.settings == fake.WorldSettings(synchronous_mode=False, fixed_delta_seconds=None)
+    assert server.settings == fake_carla.WorldSettings(synchronous_mode=False, fixed_delta_seconds=None)
     assert server.tm_sync == {8000: False}
 
 
-def test_lost_server_truncates_then_reset_reconnects_and_training_goes_on(fake):
-    server = fake.SERVER
+def test_lost_server_truncates_then_reset_reconnects_and_training_goes_on(fake_carla):
+    server = fake_carla.SERVER
     env = make(route=[[0.0, 0.0], [200.0, 0.0]])
     env.reset(seed=0)
     clients = server.clients
@@ -149,24 +135,24 @@ def test_lost_server_truncates_then_reset_reconnects_and_training_goes_on(fake):
         env.step(FULL_THROTTLE)
     obs, info = env.reset(seed=0)
     assert env.delays == [1.0, 2.0, 4.0]  # exponential backoff while the server was down
-    assert fake.SERVER.clients > clients and not info["server_lost"]
+    assert fake_carla.SERVER.clients > clients and not info["server_lost"]
     assert server.settings.synchronous_mode and len(server.actors) == 3  # a fresh server, set up again
     infos = [env.step(FULL_THROTTLE)[-1] for _ in range(20)]
     assert not any(i["server_lost"] for i in infos) and infos[-1]["route_completion"] > 0.0
 
 
-def test_reconnection_gives_up_with_a_clear_error(fake):
-    fake.SERVER.drop(down_for_calls=100)
+def test_reconnection_gives_up_with_a_clear_error(fake_carla):
+    fake_carla.SERVER.drop(down_for_calls=100)
     env = make(reconnect_attempts=3, backoff_max=1.5)
     with pytest.raises(ConnectionError, match="localhost:2000 after 3 attempts"):
         env.reset()
     assert env.delays == [1.0, 1.5, 1.5]
 
 
-def test_discrete_meta_actions_track_speed_and_change_lanes(fake):
+def test_discrete_meta_actions_track_speed_and_change_lanes(fake_carla):
     env = make(action_type="discrete", route=[[0.0, 0.0], [300.0, 0.0]])
     env.reset(seed=0)
-    ego = fake.SERVER.ego()
+    ego = fake_carla.SERVER.ego()
     for _ in range(60):
         _, r, term, trunc, info = env.step(3)  # FASTER: towards the top target speed, 12 m/s
     assert 10.0 < info["speed"] < 13.0 and abs(ego.y) < 0.3
@@ -175,7 +161,7 @@ def test_discrete_meta_actions_track_speed_and_change_lanes(fake):
     assert abs(ego.y - 3.5) < 0.5 and not info["outside_route_lanes"] and not term
 
 
-def test_route_files(fake, tmp_path):
+def test_route_files(fake_carla, tmp_path):
     spec = load_route("town01_route.json")
     assert spec["town"] == "Town01" and len(spec["waypoints"]) >= 2
     path = tmp_path / "r.json"
@@ -183,7 +169,7 @@ def test_route_files(fake, tmp_path):
     env = make(route=str(path))
     env.reset(seed=0)
     assert env.town == "FakeTown01" and env.route.length == pytest.approx(70.0, abs=0.5)
-    assert fake.SERVER.loaded_maps == []  # the fake's map is already FakeTown01
+    assert fake_carla.SERVER.loaded_maps == []  # the fake's map is already FakeTown01
     path.write_text(json.dumps({"waypoints": [[0, 0], ["a", 1]]}))
     with pytest.raises(ValueError, match="point 1"):
         CarlaEnv(route=str(path))
@@ -191,7 +177,7 @@ def test_route_files(fake, tmp_path):
         CarlaEnv(route="nowhere.json")
 
 
-def test_random_route_and_bad_arguments(fake):
+def test_random_route_and_bad_arguments(fake_carla):
     env = make(route=None, route_length=50.0)
     env.reset(seed=3)
     assert 48.0 <= env.route.length <= 52.0
@@ -208,8 +194,8 @@ def test_without_the_carla_package_reset_says_how_to_install_it(monkeypatch):
         env.reset()
 
 
-def test_a_network_glitch_leaves_no_actor_behind_and_close_restores_the_original_settings(fake):
-    server = fake.SERVER
+def test_a_network_glitch_leaves_no_actor_behind_and_close_restores_the_original_settings(fake_carla):
+    server = fake_carla.SERVER
     server.restart_on_recovery = False  # the same server process comes back, with the old actors
     env = make(n_traffic=2)
     env.reset(seed=0)
@@ -224,20 +210,17 @@ def test_a_network_glitch_leaves_no_actor_behind_and_close_restores_the_original
     assert server.settings.fixed_delta_seconds is None
 
 
-def test_run_carla_script_drives_episodes_and_restores_the_server(fake, capsys):
-    path = Path(__file__).resolve().parents[2] / "scripts" / "run_carla.py"
-    spec = importlib.util.spec_from_file_location("run_carla_for_tests", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    fake.SERVER.collide_at_tick = 30
+def test_run_carla_script_drives_episodes_and_restores_the_server(fake_carla, capsys, load_script):
+    script = load_script("run_carla")
+    fake_carla.SERVER.collide_at_tick = 30
     assert script.main(["--route", "random", "--route-length", "80", "--episodes", "2", "--traffic", "2",
                         "--policy", "constant", "--accel", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count("episode ") == 2 and "collision" in out and "ended by success" in out
-    assert fake.SERVER.actors == {} and not fake.SERVER.settings.synchronous_mode
+    assert fake_carla.SERVER.actors == {} and not fake_carla.SERVER.settings.synchronous_mode
 
 
-def test_anchor_on_the_neighbouring_lane_ends_the_walk_near_it(fake):
+def test_anchor_on_the_neighbouring_lane_ends_the_walk_near_it(fake_carla):
     env = make(route=[[0.0, 0.0], [40.0, 3.5]])  # the second anchor is on the other lane
     env.reset(seed=0)
     assert env.route.length == pytest.approx(43.5)  # 40 m along the lane, then 3.5 m across to it

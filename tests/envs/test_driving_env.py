@@ -273,35 +273,20 @@ def test_bad_input_names_the_argument():
         venv.step(np.array([0, 1, 7]))
 
 
-def _record_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / "record_driving.py"
-    spec = importlib.util.spec_from_file_location("record_driving", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _rule_policy():
-    return _record_script().rule_policy
-
-
-def test_record_script_writes_gif(tmp_path):
+def test_record_script_writes_gif(tmp_path, load_script):
     import imageio.v2 as imageio
 
     out = tmp_path / "episode.gif"
-    _record_script().main(["--scenario", "highway", "--steps", "4", "--out", str(out)])
+    load_script("record_driving").main(["--scenario", "highway", "--steps", "4", "--out", str(out)])
     frames = imageio.mimread(out)
     assert len(frames) == 5 and frames[0].shape[:2] == (400, 300)
 
 
 @pytest.mark.parametrize("scenario", ["highway", "route"])
-def test_decisions_matter_rule_driver_beats_idle(scenario):
+def test_decisions_matter_rule_driver_beats_idle(scenario, load_script):
     """The task is solvable from the observation alone, and driving decisions change the outcome: a small
     rule-based driver (scripts/record_driving.py) completes routes that keeping lane and speed does not."""
-    rule = _rule_policy()
+    rule = load_script("record_driving").rule_policy
     outcomes = {"rule": [], "idle": []}
     for name in outcomes:
         for seed in range(3):

@@ -7,10 +7,7 @@ as truncated with ``info["server_lost"]``, the next reset must reconnect with ex
 and training must reach its total with every checkpoint written.
 """
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,18 +15,6 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from morl import experiment
 from morl.config import config_from_dict
-
-FAKE = Path(__file__).resolve().parents[1] / "envs" / "fake_carla.py"
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    spec = importlib.util.spec_from_file_location("fake_carla_for_reliability", FAKE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setitem(sys.modules, "carla", module)
-    module.reset_server()
-    return module
 
 
 class _DropAndWatch(BaseCallback):
@@ -49,7 +34,7 @@ class _DropAndWatch(BaseCallback):
         return True
 
 
-def test_training_goes_on_through_server_drops(fake, tmp_path):
+def test_training_goes_on_through_server_drops(fake_carla, tmp_path):
     cfg = config_from_dict({
         "name": "carla_faults",
         "env": {"factory": "envs.driving.carla_env:CarlaEnv",
@@ -60,7 +45,7 @@ def test_training_goes_on_through_server_drops(fake, tmp_path):
                   "policy_kwargs": {"net_arch": [16]}},
         "train": {"total_timesteps": 160, "seed": 0, "device": "cpu", "checkpoint_every": 50},
     }, "carla_faults")
-    server = fake.SERVER
+    server = fake_carla.SERVER
     watch = _DropAndWatch(server, drop_at=(15, 95))
     clients_before = server.clients
     run = experiment.train(cfg, run_dir=tmp_path / "run", callbacks=[watch], evaluate_after=False)
@@ -75,7 +60,7 @@ def test_training_goes_on_through_server_drops(fake, tmp_path):
     assert state["num_timesteps"] == 160 and (run / "model.zip").exists()
 
 
-def test_reconnection_failure_is_one_clear_error_and_keeps_the_checkpoint(fake, tmp_path):
+def test_reconnection_failure_is_one_clear_error_and_keeps_the_checkpoint(fake_carla, tmp_path):
     cfg = config_from_dict({
         "name": "carla_down",
         "env": {"factory": "envs.driving.carla_env:CarlaEnv",
@@ -85,7 +70,7 @@ def test_reconnection_failure_is_one_clear_error_and_keeps_the_checkpoint(fake, 
         "agent": {"name": "DQN", "learning_starts": 30, "buffer_size": 1000, "policy_kwargs": {"net_arch": [16]}},
         "train": {"total_timesteps": 200, "seed": 0, "device": "cpu", "checkpoint_every": 50},
     }, "carla_down")
-    server = fake.SERVER
+    server = fake_carla.SERVER
 
     class _KillServer(BaseCallback):
         def _on_step(self):

@@ -1,18 +1,5 @@
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_driving", ROOT / "scripts" / "bench_driving.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_random_policy_rates_cover_every_scenario_and_action_type():
-    rows = load_script().random_policy_rates(12)
+def test_random_policy_rates_cover_every_scenario_and_action_type(load_script):
+    rows = load_script("bench_driving").random_policy_rates(12)
     assert [(s, a) for s, a, _ in rows] == [("highway", "discrete"), ("highway", "continuous"),
                                            ("route", "discrete"), ("route", "continuous")]
     for _, _, rates in rows:

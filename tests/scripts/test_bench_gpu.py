@@ -1,4 +1,3 @@
-import importlib.util
 import os
 import re
 import subprocess
@@ -18,15 +17,8 @@ def test_bench_gpu_exits_cleanly_without_a_cuda_device():
     assert out.stdout.startswith("no CUDA device: ")
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_gpu_quick_cpu_mode_measures_updates_and_checks_the_loss(capsys):
-    module = _load()
+def test_bench_gpu_quick_cpu_mode_measures_updates_and_checks_the_loss(capsys, load_script):
+    module = load_script("bench_gpu")
     threads = th.get_num_threads()
     try:
         code = module.main(["--device", "cpu", "--quick", "--threads", str(threads)])
@@ -42,9 +34,9 @@ def test_bench_gpu_quick_cpu_mode_measures_updates_and_checks_the_loss(capsys):
     assert "FAILED" not in out
 
 
-def test_bench_gpu_loss_check_sees_different_weights():
+def test_bench_gpu_loss_check_sees_different_weights(load_script):
     """The check compares real losses: models whose weights differ give different losses."""
-    module = _load()
+    module = load_script("bench_gpu")
     sizes = module.QUICK
     a, b = module.build_qdiqn("cpu", sizes, 0), module.build_qdiqn("cpu", sizes, 1)
     ref, other = module.loss_agreement("QDIQN", {"ref": a, "other": b})

@@ -1,14 +1,8 @@
-import importlib.util
 import re
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bench_ppo_quick_prints_both_tables(capsys):
-    spec = importlib.util.spec_from_file_location("bench_ppo", ROOT / "scripts" / "bench_ppo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_bench_ppo_quick_prints_both_tables(capsys, load_script):
+    module = load_script("bench_ppo")
     assert module.main(["--quick"]) == 0
     out = capsys.readouterr().out
     for row in ("SB3 PPO (MlpPolicy)", "CaRLPPO (Gaussian)", "CaRLPPO (BetaPolicy)", "CaRLPPO end to end"):

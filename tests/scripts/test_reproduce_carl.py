@@ -1,14 +1,8 @@
 import csv
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_reproduce_carl_trains_both_rewards_per_minibatch(tmp_path):
-    spec = importlib.util.spec_from_file_location("reproduce_carl", ROOT / "scripts" / "reproduce_carl.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_reproduce_carl_trains_both_rewards_per_minibatch(tmp_path, load_script):
+    module = load_script("reproduce_carl")
     out = tmp_path / "carl"
     assert module.main(["--minibatches", "32", "64", "--seeds", "1", "--timesteps", "256", "--n-envs", "2",
                         "--episodes", "1", "--max-workers", "1", "--out", str(out)]) == 0

@@ -4,7 +4,6 @@ Each port gets its own copy of the fake module (its own ``SERVER``), behind a ``
 ``Client(host, port)`` picks the server by port, as separate CarlaUE4.sh processes would be.
 """
 
-import importlib.util
 import json
 import sys
 import types
@@ -28,40 +27,27 @@ TINY = ["--set", "env.kwargs.route=[[0.0, 0.0], [150.0, 0.0]]", "--set", "env.kw
         "--restart-delay", "0"]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_carla", ROOT / "scripts" / "train_carla.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
-def servers(monkeypatch):
+def servers(monkeypatch, load_file):
     """``{port: fake module}``, filled as clients connect; ``servers[port].SERVER`` is that server."""
     fakes = {}
 
-    def load(name):
-        spec = importlib.util.spec_from_file_location(name, FAKE)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
     def module_for(port):
         if port not in fakes:
-            fakes[port] = load(f"fake_carla_{port}")
+            fakes[port] = load_file(FAKE, f"fake_carla_{port}")
         return fakes[port]
 
     carla = types.ModuleType("carla")  # the value types (Location, LaneType, ...) of one copy serve all servers
-    carla.__dict__.update({k: v for k, v in vars(load("fake_carla_types")).items() if not k.startswith("__")})
+    carla.__dict__.update({k: v for k, v in vars(load_file(FAKE, "fake_carla_types")).items() if not k.startswith("__")})
     carla.Client = lambda host="localhost", port=2000, worker_threads=0: module_for(port).Client(host, port)
     monkeypatch.setitem(sys.modules, "carla", carla)
     fakes["module_for"] = module_for
     return fakes
 
 
-def test_trains_one_env_per_server_and_writes_the_run(servers, tmp_path, capsys):
+def test_trains_one_env_per_server_and_writes_the_run(servers, tmp_path, capsys, load_script):
     run = tmp_path / "run"
-    assert load_script().main(["--base-port", "3000", "--n-envs", "2", "--timesteps", "128",
+    assert load_script("train_carla").main(["--base-port", "3000", "--n-envs", "2", "--timesteps", "128",
                                "--run-dir", str(run), "--no-eval", *TINY]) == 0
     out = capsys.readouterr().out
     assert "env 0: CARLA server localhost:3000 (Traffic Manager 8000)" in out
@@ -82,13 +68,13 @@ def test_trains_one_env_per_server_and_writes_the_run(servers, tmp_path, capsys)
     assert cfg["env"]["kwargs"]["per_env"] == {"port": [3000, 3003], "tm_port": [8000, 8001]}
 
 
-def test_resumes_from_the_checkpoint_when_a_server_dies(servers, tmp_path, capsys):
+def test_resumes_from_the_checkpoint_when_a_server_dies(servers, tmp_path, capsys, load_script):
     # env 1's server (port 2003) goes away at its 100th tick (about timestep 200) for long enough that the
     # env's reconnection gives up (2 attempts), and is back when the script resumes.
     down = servers["module_for"](2003).SERVER
     down.drop_at_tick, down.down_for_calls = 100, 3
     run = tmp_path / "run"
-    assert load_script().main(["--timesteps", "320", "--n-envs", "2", "--run-dir", str(run), "--no-eval",
+    assert load_script("train_carla").main(["--timesteps", "320", "--n-envs", "2", "--run-dir", str(run), "--no-eval",
                                "--max-restarts", "2", *TINY]) == 0
     out = capsys.readouterr().out
     assert "CARLA server lost: ConnectionError: could not reach the CARLA server at localhost:2003" in out
@@ -104,11 +90,11 @@ def test_resumes_from_the_checkpoint_when_a_server_dies(servers, tmp_path, capsy
     assert steps == sorted(steps) and steps[-1] == 320  # rows up to the checkpoint kept, then the resumed ones
 
 
-def test_gives_up_after_max_restarts(servers, tmp_path, capsys):
+def test_gives_up_after_max_restarts(servers, tmp_path, capsys, load_script):
     down = servers["module_for"](2003).SERVER
     down.drop_at_tick, down.down_for_calls = 60, 10_000  # gone for good
     run = tmp_path / "run"
-    assert load_script().main(["--timesteps", "320", "--n-envs", "2", "--run-dir", str(run), "--no-eval",
+    assert load_script("train_carla").main(["--timesteps", "320", "--n-envs", "2", "--run-dir", str(run), "--no-eval",
                                "--max-restarts", "1", *TINY]) == 1
     captured = capsys.readouterr()
     assert captured.out.count("CARLA server lost") == 2 and "restart 1/1" in captured.out
@@ -121,8 +107,8 @@ def read_state(run):
     return json.loads((run / "checkpoints" / "state.json").read_text())
 
 
-def test_port_arguments_become_per_env_overrides():
-    script = load_script()
+def test_port_arguments_become_per_env_overrides(load_script):
+    script = load_script("train_carla")
     data = {"train": {"n_envs": 4}, "env": {"kwargs": {"per_env": {"port": [2000, 2003, 2006, 2009],
                                                                     "tm_port": [8000, 8001, 8002, 8003]}}}}
     over = dict(o for o in script.overrides_for(script.parse_args(["--ports", "2000,2010"]), data)
@@ -141,11 +127,11 @@ def test_port_arguments_become_per_env_overrides():
     assert not script.server_lost(DivergenceError("time-out")) and not script.server_lost(ValueError("x"))
 
 
-def test_too_few_ports_for_the_envs_is_a_config_error(servers, tmp_path, capsys):
+def test_too_few_ports_for_the_envs_is_a_config_error(servers, tmp_path, capsys, load_script):
     # the config lists 4 ports; asking for 5 envs through --set (not --n-envs, which rewrites them) fails
     # before anything is written, naming the entry
     run = tmp_path / "run"
-    assert load_script().main(["--set", "train.n_envs=5", "--run-dir", str(run), "--no-eval", *TINY]) == 2
+    assert load_script("train_carla").main(["--set", "train.n_envs=5", "--run-dir", str(run), "--no-eval", *TINY]) == 2
     err = capsys.readouterr().err
     assert "env.kwargs.per_env.port: needs a list of at least train.n_envs = 5 values" in err
     assert not run.exists() and not [p for p in servers if p != "module_for"]  # no server was contacted

@@ -1,20 +1,9 @@
 import csv
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_mujoco", ROOT / "scripts" / "train_mujoco.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_train_mujoco_runs_every_method_end_to_end(tmp_path):
+def test_train_mujoco_runs_every_method_end_to_end(tmp_path, load_script):
     out = tmp_path / "mj"
-    assert load_script().main(["--seeds", "1", "--timesteps", "600", "--episodes", "1", "--out", str(out),
+    assert load_script("train_mujoco").main(["--seeds", "1", "--timesteps", "600", "--episodes", "1", "--out", str(out),
                                "--methods", "gate", "qdiqn", "--set", "env.kwargs.max_episode_steps=50"]) == 0
     with open(out / "runs.csv") as f:
         rows = list(csv.DictReader(f))
