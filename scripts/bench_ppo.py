@@ -12,9 +12,11 @@ one torch thread (``train.torch_threads``' default) unless ``--threads`` says ot
     The learning rate is 0 by default (``--learning-rate``): the updates do all their work, but every
     row keeps the same policy, so the simulator does the same work for each.
     The rows alternate within each repeat; the table shows medians and the ratio to SB3 (target >= 1.0x).
-(b) End to end: ``CaRLPPO`` with its defaults (``BetaPolicy``, two 256-unit ReLU layers per head) on
-    ``--e2e-envs`` envs (64), the rollout and minibatch of ``configs/carl_route.yaml`` scaled to 4
-    minibatches; target 30,000 env-steps/s.
+(b) End to end: ``CaRLPPO`` with its defaults (``BetaPolicy``, ReLU) on ``--e2e-envs`` envs (64), the rollout
+    and minibatch of ``configs/carl_route.yaml`` scaled to 4 minibatches; target 30,000 env-steps/s. Two rows,
+    one per network (``--e2e-nets``): SB3's ``MlpPolicy`` size, 64-64 per head (the issue's "MLP policy",
+    and the network of its SB3 reference figure), and CaRL's own heads, 256-256, whose update costs about
+    9x the multiply-adds and is bound by them on two cores.
 
 Each timed run is ``--rollouts`` rollouts of ``model.learn`` after a warm-up rollout; the split between
 collecting rollouts and updating is measured with a callback. Example::
@@ -119,10 +121,10 @@ def bench_same_settings(args) -> list[tuple]:
     return [(name, *_medians(runs)) for name, runs in results.items()]
 
 
-def bench_end_to_end(args) -> tuple[float, ...]:
+def bench_end_to_end(args, net: list[int]) -> tuple[float, ...]:
     venv = make_env(args.e2e_envs)
     model = CaRLPPO("BetaPolicy", venv, n_steps=args.e2e_n_steps, batch_size=args.e2e_batch_size, device="cpu",
-                    seed=0, verbose=0)
+                    seed=0, verbose=0, policy_kwargs=dict(net_arch=dict(pi=list(net), vf=list(net))))
     rollout = args.e2e_n_steps * args.e2e_envs
     time_learn(model, rollout)
     runs = [time_learn(model, args.rollouts * rollout) for _ in range(args.repeats)]
@@ -148,15 +150,23 @@ def main(argv=None) -> int:
     p.add_argument("--e2e-envs", type=int, default=64, help="(b): envs")
     p.add_argument("--e2e-n-steps", type=int, default=128, help="(b): rollout steps per env")
     p.add_argument("--e2e-batch-size", type=int, default=2048, help="(b): minibatch size (4 per rollout)")
+    p.add_argument("--e2e-nets", nargs="+", default=["64,64", "256,256"],
+                   help="(b): one row per network, hidden layers of both heads, comma-separated")
     p.add_argument("--skip-e2e", action="store_true", help="only (a)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads for every row (the simulator is serial here, so with 2 the update's "
                         "matrix products use the second core while the env waits)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run of a few seconds")
     args = p.parse_args(argv)
+    try:
+        e2e_nets = [[int(w) for w in net.split(",")] for net in args.e2e_nets]
+    except ValueError:
+        p.error(f"--e2e-nets takes comma-separated layer widths such as 64,64, got {args.e2e_nets}")
+    if any(w < 1 for net in e2e_nets for w in net):
+        p.error(f"--e2e-nets widths must be >= 1, got {args.e2e_nets}")
     if args.quick:
         args.repeats, args.rollouts, args.n_envs, args.n_steps, args.batch_size = 1, 1, 8, 16, 64
-        args.e2e_envs, args.e2e_n_steps, args.e2e_batch_size, args.net = 8, 16, 32, [16]
+        args.e2e_envs, args.e2e_n_steps, args.e2e_batch_size, args.net, e2e_nets = 8, 16, 32, [16], [[16]]
     for name in ("repeats", "rollouts", "n_envs", "n_steps", "batch_size", "n_epochs", "e2e_envs", "e2e_n_steps",
                  "e2e_batch_size", "threads"):
         if getattr(args, name) < 1:
@@ -179,13 +189,15 @@ def main(argv=None) -> int:
         print(f"| {name:<22} | {rate:>11,.0f} | {cpu:>9,.0f} | {collect:>9.3f} | {update:>8.3f} | {episodes:>8.0f} "
               f"| {ratio:>39} |")
     if not args.skip_e2e:
-        rate, cpu, collect, update, _ = bench_end_to_end(args)
-        print(f"\n(b) end to end: CaRLPPO defaults (BetaPolicy 256-256 ReLU), route scenario, E={args.e2e_envs}, "
+        print(f"\n(b) end to end: CaRLPPO defaults (BetaPolicy, ReLU), route scenario, E={args.e2e_envs}, "
               f"n_steps={args.e2e_n_steps}, batch={args.e2e_batch_size}, 3 epochs; median of {args.repeats}")
-        print("| run | env-steps/s | per CPU-s | collect s | update s | vs target 30,000, wall / CPU |")
-        print("|-----|-------------|-----------|-----------|----------|------------------------------|")
-        print(f"| CaRLPPO end to end | {rate:>11,.0f} | {cpu:>9,.0f} | {collect:>9.3f} | {update:>8.3f} | "
-              f"{f'{rate / E2E_TARGET:.2f}x / {cpu / E2E_TARGET:.2f}x':>28} |")
+        print("| network per head | env-steps/s | per CPU-s | collect s | update s | vs target 30,000, wall / CPU |")
+        print("|------------------|-------------|-----------|-----------|----------|------------------------------|")
+        for net in e2e_nets:
+            rate, cpu, collect, update, _ = bench_end_to_end(args, net)
+            name = "-".join(map(str, net))
+            print(f"| {name:<16} | {rate:>11,.0f} | {cpu:>9,.0f} | {collect:>9.3f} | {update:>8.3f} | "
+                  f"{f'{rate / E2E_TARGET:.2f}x / {cpu / E2E_TARGET:.2f}x':>28} |")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nload average after: {load:.2f}")
     return 0

@@ -93,7 +93,13 @@ class StepInfo(MutableMapping):
         return sum(1 for _ in self)
 
     def copy(self) -> dict:
-        return dict(self.items())
+        # one row read, not a lookup per key: SB3's VecMonitor copies the info of every episode that ends
+        row = self._info[self._i].tolist()
+        out = {key: bool(v) if _IS_BOOL[key] else v for key, v in zip(ob.INFO_KEYS, row)}
+        out["vector_reward"] = self._rew[self._i].copy()
+        if self._extra is not None:
+            out.update(self._extra)
+        return out
 
     def __repr__(self):
         return f"StepInfo({self.copy()!r})"

@@ -210,8 +210,12 @@ def test_vec_env_infos_and_terminal_observation():
                 ended += 1
                 assert info["terminal_observation"].shape == obs[i].shape
                 assert info["TimeLimit.truncated"] == (not (info["collision"] or info["off_road"] or info["success"]))
+                info["vector_reward"] = "overridden"  # an assigned key wins over the arrays, as in a dict
                 copy = info.copy()
                 assert isinstance(copy, dict) and "terminal_observation" in copy
+                assert list(copy) == list(info) and copy["vector_reward"] == "overridden"
+                for key, value in copy.items():  # the one-row copy equals the per-key reads, types included
+                    assert type(value) is type(info[key]) and np.array_equal(value, info[key]), key
             else:
                 assert "terminal_observation" not in info
                 assert info.get("terminal_observation", "absent") == "absent"
