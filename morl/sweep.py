@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -77,10 +78,17 @@ def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>
     base = cfg.model_dump(mode="json")
     base["sweep"] = None
     keys = list(full_grid)
+    points = [dict(zip(keys, values)) for values in itertools.product(*(full_grid[k] for k in keys))]
+    labels = [_label(params) or cfg.agent.name for params in points]
+    # Grid points with the same label (two variants of one agent, named by its name) get -1, -2, ...:
+    # each group needs its own run directories and its own row in the summary.
+    counts, seen = Counter(labels), {}
+    for i, label in enumerate(labels):
+        if counts[label] > 1:
+            seen[label] = seen.get(label, 0) + 1
+            labels[i] = f"{label}-{seen[label]}"
     specs = []
-    for values in itertools.product(*(full_grid[k] for k in keys)):
-        params = dict(zip(keys, values))
-        group = _label(params) or cfg.agent.name
+    for params, group in zip(points, labels):
         for seed in seed_list:
             try:
                 data = apply_overrides(base, [*params.items(), ("train.seed", seed)], source)

@@ -36,6 +36,12 @@ def test_expand_seeds_times_grid():
     specs = expand(cfg, seeds=1, grid={"agent.name": ["PPO"], "agent": agents})
     assert [s["group"] for s in specs] == ["name=PPO, agent=PPO", "name=PPO, agent=DQN"]
     assert specs[1]["config"]["agent"] == {"name": "DQN", "policy": "MlpPolicy", "learning_starts": 10}
+    # Two variants of one agent get a group (and run directories) each.
+    variants = [{"name": "PPO", "n_steps": 32}, {"name": "PPO", "n_steps": 64}, {"name": "A2C"}]
+    specs = expand(cfg, seeds=[0, 1], grid={"agent.name": ["PPO"], "agent": variants})
+    assert [s["group"] for s in specs] == ["name=PPO, agent=PPO-1"] * 2 + ["name=PPO, agent=PPO-2"] * 2 + \
+        ["name=PPO, agent=A2C"] * 2
+    assert [s["config"]["agent"].get("n_steps") for s in specs] == [32, 32, 64, 64, None, None]
     with pytest.raises(ConfigError, match=r"agent.gae_lambda: unknown argument of DQN "
                                           r"\(grid point agent.name=DQN, agent.gae_lambda=0.9\)"):
         expand(cfg, grid={"agent.name": ["DQN"], "agent.gae_lambda": [0.9]})
