@@ -341,6 +341,22 @@ class IQNPolicy(BasePolicy):
         self.training = mode
 
 
+def check_thresholds(thresholds, preorder: Preorder) -> tuple[float | None, ...] | None:
+    """``thresholds`` as a tuple of ``m`` floats or ``None`` (all ``None`` gives ``None``), or a ValueError."""
+    if thresholds is None:
+        return None
+    thresholds = tuple(thresholds)
+    if len(thresholds) != preorder.m:
+        raise ValueError(f"thresholds needs one entry per objective ({preorder.m}: {', '.join(preorder.objectives)}; "
+                         f"null for none), got {list(thresholds)}")
+    out = []
+    for name, t in zip(preorder.objectives, thresholds):
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t)):
+            raise ValueError(f"thresholds: the entry of {name!r} must be a finite number or null, got {t!r}")
+        out.append(None if t is None else float(t))
+    return tuple(out) if any(t is not None for t in out) else None
+
+
 class QDIQNPolicy(IQNPolicy):
     """Multi-head IQN policy that acts on the preorder's optimal subset (quantile dominance).
 
@@ -351,13 +367,15 @@ class QDIQNPolicy(IQNPolicy):
     :param preorder: the preorder over the objectives, objectives in head order.
     :param theta: quantile-dominance threshold.
     :param delta: per-objective indifference margins (``m`` floats).
+    :param thresholds: per-objective satisfaction thresholds (``m`` floats or ``None``; ``None`` = no
+        threshold): quantile dominance compares ``min(Z_k, thresholds[k])``, see :class:`~agents.iqn.QDIQN`.
     :param tie_break: one of :data:`TIE_BREAKS`.
     :param kwargs: the :class:`IQNPolicy` parameters (``n_heads`` is set to ``m``).
     """
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Discrete, lr_schedule: Schedule,
                  preorder: Preorder | str | None = None, theta: float = 0.75, delta: tuple[float, ...] | None = None,
-                 tie_break: str = "lowest_mean", **kwargs):
+                 tie_break: str = "lowest_mean", thresholds: tuple[float | None, ...] | None = None, **kwargs):
         if preorder is None:
             raise ValueError("QDIQNPolicy needs a preorder")
         preorder = Preorder.parse(preorder)
@@ -374,6 +392,10 @@ class QDIQNPolicy(IQNPolicy):
         self.delta = delta
         self.tie_break = tie_break
         self.register_buffer("delta_t", th.tensor(delta, dtype=th.float32), persistent=False)
+        self.thresholds = check_thresholds(thresholds, preorder)
+        # [1, 1, m, 1] against z [B, K, m, A]; None while no objective has a threshold (nothing to clip)
+        self.thresholds_t = None if self.thresholds is None else th.tensor(
+            [np.inf if t is None else t for t in self.thresholds], dtype=th.float32, device=self.device).view(1, 1, m, 1)
         self.register_buffer("last_level", th.tensor(preorder.level_indices[-1], dtype=th.long), persistent=False)
         # The objectives whose means score the actions inside the subset (the mean tie-breaks), for the CPU kernel.
         self._score_objs = np.array(preorder.level_indices[-1] if tie_break == "lowest_mean" else range(m), dtype=np.int64)
@@ -381,9 +403,15 @@ class QDIQNPolicy(IQNPolicy):
         self.subset_size_sum = th.zeros((), device=self.device)
         self.subset_size_count = 0
 
+    def dominance_quantiles(self, z: th.Tensor) -> th.Tensor:
+        """What quantile dominance compares: ``z [B, K, m, A]`` capped at the thresholds (``z`` itself when none)."""
+        if self.thresholds_t is None:
+            return z
+        return th.minimum(z, self.thresholds_t.to(z.device))
+
     def subset(self, z: th.Tensor) -> th.Tensor:
         """Optimal subset ``[B, A]`` from quantiles ``z`` laid out ``[B, K, m, A]``."""
-        return optimal_subset(z.permute(0, 2, 3, 1), self.preorder, self.theta, self.delta_t)
+        return optimal_subset(self.dominance_quantiles(z).permute(0, 2, 3, 1), self.preorder, self.theta, self.delta_t)
 
     def select(self, z: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """One action per state from ``z [B, K, m, A]``: ``(actions [B], subset mask [B, A])``."""
@@ -403,7 +431,8 @@ class QDIQNPolicy(IQNPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.pop("n_heads", None)
-        data.update({"preorder": self.preorder, "theta": self.theta, "delta": self.delta, "tie_break": self.tie_break})
+        data.update({"preorder": self.preorder, "theta": self.theta, "delta": self.delta, "tie_break": self.tie_break,
+                     "thresholds": self.thresholds})
         return data
 
 

@@ -21,6 +21,7 @@ from agents.iqn.policies import (
     QDIQNPolicy,
     QDMlpPolicy,
     QDMultiInputPolicy,
+    check_thresholds,
 )
 from morl.dominance import check_theta, level_subsets
 from morl.preorder import Preorder
@@ -66,7 +67,16 @@ class QDIQN(IQN):
       collision risk is below 75 % is never dominated on safety (its upper quantiles equal the safe
       action's); on ``(0, eta]`` a risk ``p`` shows on a fraction ``p / eta`` of the grid, so
       ``eta = 0.25`` exposes risks from about 19 %. This is CVaR-style distortion (IQN Sec. 3.1), ours.
-    - ``objective_weights``: the per-objective loss weights ``w_k`` (default all 1).
+    - ``thresholds``: per-objective satisfaction thresholds (``None`` or ``null`` entries: none; default
+      none). Quantile dominance then compares ``min(Z_k, thresholds[k])``: every return above an objective's
+      threshold counts as equally good, so that objective no longer separates actions that all satisfy it
+      and the lower levels decide. This is the thresholded lexicographic ordering of Gabor, Kalmar and
+      Szepesvari (ICML 1998) applied quantile by quantile (ours). Without it, ``safety > ... > progress``
+      has standing still as its optimum wherever a stopped car is never hit: any motion lowers the safety
+      return a little (TTC shaping), and a small ``delta`` lets that difference prune every moving action.
+    - ``objective_weights``: the per-objective loss weights ``w_k`` (default all 1). The heads share the
+      trunk, so these weights set how much each objective's error shapes its features: a safety return in
+      ``[-1, 0]`` gives much smaller quantile-Huber gradients than a progress return in the hundreds.
     - One discount ``gamma`` for all objectives.
 
     With one objective, ``theta=1`` and any ``delta >= 0``, the subset always holds the greedy
@@ -85,6 +95,7 @@ class QDIQN(IQN):
     :param delta: indifference margin, a scalar or one per objective.
     :param target_mode: "shared" or "per_objective".
     :param tie_break: "lowest_mean", "sum_mean" or "random".
+    :param thresholds: satisfaction threshold per objective (``None`` entries: none), or ``None``.
     :param objective_weights: loss weight per objective (``None``: all 1).
     :param kwargs: every :class:`~agents.iqn.IQN` parameter.
     """
@@ -106,6 +117,7 @@ class QDIQN(IQN):
         target_mode: str = "shared",
         tie_break: str = "lowest_mean",
         objective_weights: tuple[float, ...] | None = None,
+        thresholds: tuple[float | None, ...] | None = None,
         learning_rate: float | Schedule = 5e-5,
         _init_setup_model: bool = True,
         **kwargs: Any,
@@ -120,6 +132,7 @@ class QDIQN(IQN):
         self.target_mode = target_mode
         self.tie_break = tie_break
         self.objective_weights = objective_weights
+        self.thresholds = thresholds
         super().__init__(policy, env, learning_rate=learning_rate, _init_setup_model=False, **kwargs)
         if _init_setup_model:
             self._setup_model()
@@ -164,7 +177,9 @@ class QDIQN(IQN):
         if getattr(self.replay_buffer_class, "__name__", "") == "MOReplayBuffer":
             self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs)  # the caller's dict stays as it was
             self.replay_buffer_kwargs.setdefault("reward_dim", m)
-        self.policy_kwargs.update(preorder=self.preorder, theta=self.theta, delta=self.delta, tie_break=self.tie_break)
+        self.thresholds = check_thresholds(self.thresholds, self.preorder)
+        self.policy_kwargs.update(preorder=self.preorder, theta=self.theta, delta=self.delta, tie_break=self.tie_break,
+                                  thresholds=self.thresholds)
         super()._setup_model()
         self._weights_t = th.tensor(weights, dtype=th.float32, device=self.device)
         # Level of each objective, and an all-true row, for the per-objective target.
@@ -194,7 +209,8 @@ class QDIQN(IQN):
             self._subset_size_count += 1
             return actions.unsqueeze(1).expand(batch, m)
         # per_objective: admissible set of objective k = subset after the levels strictly above k.
-        subsets = level_subsets(z_select.permute(0, 2, 3, 1), self.preorder, self.theta, self.policy.delta_t)
+        subsets = level_subsets(self.policy.dominance_quantiles(z_select).permute(0, 2, 3, 1), self.preorder,
+                                self.theta, self.policy.delta_t)
         self._subset_size_sum = self._subset_size_sum + subsets[-1].sum(dim=1).float().mean()
         self._subset_size_count += 1
         before = th.stack([th.ones_like(subsets[0]), *subsets[:-1]], dim=1)  # [B, L, A]

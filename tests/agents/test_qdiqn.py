@@ -146,6 +146,29 @@ def test_random_tie_break_stays_in_subset():
     assert set(picked.tolist()) == {0, 2}
 
 
+def test_thresholds_let_the_lower_level_decide_among_satisfying_actions(tmp_path):
+    """Safety quantiles -0.05 / -0.2 / -0.8 (moving / closing in / risky), progress 0 / 3 / 5, delta 0.02."""
+    safety = th.tensor([[-0.05, -0.05], [-0.2, -0.2], [-0.8, -0.8]])  # [A, K]
+    progress = th.tensor([[0.0, 0.0], [3.0, 3.0], [5.0, 5.0]])
+    z = th.stack([safety, progress]).permute(2, 0, 1).unsqueeze(0)  # [1, K, m, A]
+    plain = QDIQN("MlpPolicy", SafeOrFast(), theta=1.0, delta=0.02, learning_starts=10, seed=0)
+    assert plain.policy.subset(z).tolist() == [[True, False, False]]  # any safety loss prunes: action 0 only
+    model = QDIQN("MlpPolicy", SafeOrFast(), theta=1.0, delta=0.02, thresholds=[-0.3, None], learning_starts=10, seed=0)
+    # 0 and 1 both satisfy safety >= -0.3, so progress picks 1; 2 stays dominated below the threshold
+    assert model.policy.subset(z).tolist() == [[False, True, False]]
+    assert model._next_actions(z).tolist() == [[1, 1]]
+    per_objective = QDIQN("MlpPolicy", SafeOrFast(), theta=1.0, delta=0.02, thresholds=[-0.3, None],
+                          target_mode="per_objective", learning_starts=10, seed=0)
+    assert per_objective._next_actions(z).tolist() == [[0, 1]]  # safety head: raw argmax; progress: in {0, 1}
+    model.save(tmp_path / "qd")
+    assert QDIQN.load(tmp_path / "qd").policy.thresholds == (-0.3, None)
+    with pytest.raises(ValueError, match="thresholds needs one entry per objective"):
+        QDIQN("MlpPolicy", SafeOrFast(), thresholds=[-0.3])
+    with pytest.raises(ValueError, match="'progress' must be a finite number or null"):
+        QDIQN("MlpPolicy", SafeOrFast(), thresholds=[-0.3, float("nan")])
+    assert QDIQN("MlpPolicy", SafeOrFast(), thresholds=[None, None]).policy.thresholds_t is None
+
+
 # ---------------------------------------------------------------------------------------------- preorder
 def test_preorder_from_env_reindexed_to_objectives_and_errors():
     model = QDIQN("MlpPolicy", SafeOrFast(), learning_starts=10)
