@@ -95,11 +95,15 @@ def build_rows(venv, n_steps: int, batch_size: int, n_epochs: int, net: list[int
                   gae_lambda=0.95, clip_range=0.1, clip_range_vf=0.1, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5,
                   device="cpu", seed=0, verbose=0,
                   policy_kwargs=dict(net_arch=dict(pi=list(net), vf=list(net)), activation_fn=th.nn.Tanh))
-    return {
+    rows = {
         "SB3 PPO (MlpPolicy)": PPO("MlpPolicy", venv, **common),
         "CaRLPPO (Gaussian)": CaRLPPO(ActorCriticPolicy, venv, **common),
         "CaRLPPO (BetaPolicy)": CaRLPPO("BetaPolicy", venv, **common),
     }
+    # The same initial weights for both Gaussian rows: the models are built one after the other, so their
+    # initialisations differ, and a policy that ends more episodes makes the env do more work.
+    rows["CaRLPPO (Gaussian)"].policy.load_state_dict(rows["SB3 PPO (MlpPolicy)"].policy.state_dict())
+    return rows
 
 
 def _medians(runs) -> tuple[float, ...]:

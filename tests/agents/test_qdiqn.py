@@ -285,3 +285,14 @@ def test_cpu_select_kernel_matches_the_tensor_tie_break(tie_break):
     actions, subset = policy.select(z)
     scores = tie_break_scores(z.mean(dim=1), tie_break, policy.last_level)
     assert th.equal(actions, masked_argmax(scores, subset)) and bool(subset[th.arange(64), actions].all())
+
+
+def test_quickstart_runs_the_agents_of_the_driving_comparison():
+    """configs/quickstart.yaml says its agents are as in configs/driving_qdiqn.yaml: the grids must agree."""
+    import yaml
+
+    def agents(name):
+        return {a["name"]: a for a in yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())["sweep"]["grid"]["agent"]}
+
+    quick, full = agents("quickstart"), agents("driving_qdiqn")
+    assert set(quick) == {"QDIQN", "IQN"} and all(quick[name] == full[name] for name in quick)
