@@ -40,7 +40,6 @@ import torch as th
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from stable_baselines3 import PPO  # noqa: E402
-from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 from stable_baselines3.common.policies import ActorCriticPolicy  # noqa: E402
 
 from agents.carl import CaRLPPO  # noqa: E402
@@ -50,26 +49,32 @@ from morl.experiment import make_vec_env  # noqa: E402
 E2E_TARGET = 30_000.0
 
 
-class _PhaseTimer(BaseCallback):
+class _PhaseTimer:
     """Wall-clock seconds spent collecting rollouts (the rest of ``learn`` is updates and logging), and
     the episodes that ended (each costs the simulator a reset, so a policy that ends more episodes makes
-    the env slower: the column tells that apart from the agents' own cost)."""
+    the env slower: the column tells that apart from the agents' own cost).
 
-    def __init__(self):
-        super().__init__()
-        self.collect = 0.0
-        self.episodes = 0
-        self._start = None
+    It wraps the model's ``collect_rollouts`` rather than being a callback: a callback would put SB3's
+    ``CallbackList`` around CaRLPPO's own vector-reward callback, a cost that only the bench adds."""
 
-    def _on_rollout_start(self) -> None:
-        self._start = time.perf_counter()
+    def __init__(self, model):
+        self.model, self.collect, self.episodes = model, 0.0, 0
+        self._inner = model.collect_rollouts
 
-    def _on_rollout_end(self) -> None:
-        self.collect += time.perf_counter() - self._start
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        ok = self._inner(*args, **kwargs)
+        self.collect += time.perf_counter() - start
+        # episode starts after the rollout's first step are the episodes that ended during it
+        self.episodes += int(self.model.rollout_buffer.episode_starts[1:].sum())
+        return ok
 
-    def _on_step(self) -> bool:
-        self.episodes += int(self.locals["dones"].sum())
-        return True
+    def __enter__(self):
+        self.model.collect_rollouts = self
+        return self
+
+    def __exit__(self, *exc):
+        del self.model.collect_rollouts  # back to the class's method
 
 
 def make_env(n_envs: int, seed: int = 0):
@@ -82,10 +87,10 @@ def time_learn(model, steps: int) -> tuple[float, float, float, float, int]:
     """(env-steps per wall second, per CPU second of this process, seconds collecting, seconds updating,
     episodes ended) of one ``learn(steps)``. The CPU-second rate is the steadier one when other jobs share the cores
     (one torch thread and a serial simulator keep this process on one core)."""
-    timer = _PhaseTimer()
-    start, cpu = time.perf_counter(), time.process_time()
-    model.learn(steps, callback=timer, reset_num_timesteps=True)
-    total, cpu = time.perf_counter() - start, time.process_time() - cpu
+    with _PhaseTimer(model) as timer:
+        start, cpu = time.perf_counter(), time.process_time()
+        model.learn(steps, reset_num_timesteps=True)
+        total, cpu = time.perf_counter() - start, time.process_time() - cpu
     return steps / total, steps / max(cpu, 1e-9), timer.collect, total - timer.collect, timer.episodes
 
 
