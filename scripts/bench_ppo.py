@@ -19,7 +19,7 @@ one torch thread (``train.torch_threads``' default) unless ``--threads`` says ot
     9x the multiply-adds and is bound by them on two cores.
 
 Each timed run is ``--rollouts`` rollouts of ``model.learn`` after a warm-up rollout; the split between
-collecting rollouts and updating is measured with a callback. Example::
+collecting rollouts and updating is measured around ``collect_rollouts``. Example::
 
     python scripts/bench_ppo.py --repeats 5
     python scripts/bench_ppo.py --quick          # a few seconds, for a smoke test
