@@ -393,9 +393,10 @@ class QDIQNPolicy(IQNPolicy):
         self.tie_break = tie_break
         self.register_buffer("delta_t", th.tensor(delta, dtype=th.float32), persistent=False)
         self.thresholds = check_thresholds(thresholds, preorder)
-        # [1, 1, m, 1] against z [B, K, m, A]; None while no objective has a threshold (nothing to clip)
-        self.thresholds_t = None if self.thresholds is None else th.tensor(
-            [np.inf if t is None else t for t in self.thresholds], dtype=th.float32, device=self.device).view(1, 1, m, 1)
+        # [1, 1, m, 1] against z [B, K, m, A]; None while no objective has a threshold (nothing to clip).
+        # A buffer, like delta_t, so it moves with the policy to its device.
+        self.register_buffer("thresholds_t", None if self.thresholds is None else th.tensor(
+            [np.inf if t is None else t for t in self.thresholds], dtype=th.float32).view(1, 1, m, 1), persistent=False)
         self.register_buffer("last_level", th.tensor(preorder.level_indices[-1], dtype=th.long), persistent=False)
         # The objectives whose means score the actions inside the subset (the mean tie-breaks), for the CPU kernel.
         self._score_objs = np.array(preorder.level_indices[-1] if tie_break == "lowest_mean" else range(m), dtype=np.int64)
@@ -407,7 +408,7 @@ class QDIQNPolicy(IQNPolicy):
         """What quantile dominance compares: ``z [B, K, m, A]`` capped at the thresholds (``z`` itself when none)."""
         if self.thresholds_t is None:
             return z
-        return th.minimum(z, self.thresholds_t.to(z.device))
+        return th.minimum(z, self.thresholds_t)
 
     def subset(self, z: th.Tensor) -> th.Tensor:
         """Optimal subset ``[B, A]`` from quantiles ``z`` laid out ``[B, K, m, A]``."""
