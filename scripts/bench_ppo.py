@@ -7,8 +7,8 @@ one torch thread (``train.torch_threads``' default) unless ``--threads`` says ot
 
 (a) Same env and settings for all rows (``n_steps``, ``batch_size``, epochs, the same MLP, the same PPO
     coefficients, value clipping on): SB3 ``PPO`` with ``MlpPolicy``; ``CaRLPPO`` with SB3's Gaussian
-    ``ActorCriticPolicy`` (so the difference to SB3 is our bookkeeping: ``MORolloutBuffer``, the vector
-    callback, our ``train``); and ``CaRLPPO`` with ``BetaPolicy`` (the distribution's own cost on top).
+    ``ActorCriticPolicy`` (so the difference to SB3 is our bookkeeping: ``MORolloutBuffer``, which reads
+    the simulator's reward-vector array at each step, the per-rollout vector logging, our ``train``); and ``CaRLPPO`` with ``BetaPolicy`` (the distribution's own cost on top).
     The learning rate is 0 by default (``--learning-rate``): the updates do all their work, but every
     row keeps the same policy, so the simulator does the same work for each.
     The rows alternate within each repeat; the table shows medians and the ratio to SB3 (target >= 1.0x).
@@ -18,8 +18,10 @@ one torch thread (``train.torch_threads``' default) unless ``--threads`` says ot
     and the network of its SB3 reference figure), and CaRL's own heads, 256-256, whose update costs about
     9x the multiply-adds and is bound by them on two cores.
 
-Each timed run is ``--rollouts`` rollouts of ``model.learn`` after a warm-up rollout; the split between
-collecting rollouts and updating is measured around ``collect_rollouts``. Example::
+Each timed run is ``--rollouts`` rollouts of ``model.learn`` after a warm-up rollout (before each run of (a),
+torch, NumPy and the env are reseeded alike, so rows with the same weights take the same actions and end the
+same episodes); the split between collecting rollouts and updating is measured around ``collect_rollouts``.
+Example::
 
     python scripts/bench_ppo.py --repeats 5
     python scripts/bench_ppo.py --quick          # a few seconds, for a smoke test
@@ -35,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch as th
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -54,8 +57,8 @@ class _PhaseTimer:
     the episodes that ended (each costs the simulator a reset, so a policy that ends more episodes makes
     the env slower: the column tells that apart from the agents' own cost).
 
-    It wraps the model's ``collect_rollouts`` rather than being a callback: a callback would put SB3's
-    ``CallbackList`` around CaRLPPO's own vector-reward callback, a cost that only the bench adds."""
+    It wraps the model's ``collect_rollouts`` rather than being a callback: a callback runs at every step,
+    a cost that only the bench would add."""
 
     def __init__(self, model):
         self.model, self.collect, self.episodes = model, 0.0, 0
@@ -83,10 +86,17 @@ def make_env(n_envs: int, seed: int = 0):
     return make_vec_env(cfg, n_envs, seed=seed)
 
 
-def time_learn(model, steps: int) -> tuple[float, float, float, float, int]:
+def time_learn(model, steps: int, seed: int | None = None) -> tuple[float, float, float, float, int]:
     """(env-steps per wall second, per CPU second of this process, seconds collecting, seconds updating,
     episodes ended) of one ``learn(steps)``. The CPU-second rate is the steadier one when other jobs share the cores
-    (one torch thread and a serial simulator keep this process on one core)."""
+    (one torch thread and a serial simulator keep this process on one core).
+
+    ``seed`` reseeds torch, NumPy and the env first, so that models with the same weights draw the same actions
+    and the simulator does the same work for each (the same episodes end)."""
+    if seed is not None:
+        th.manual_seed(seed)
+        np.random.seed(seed)
+        model.get_env().seed(seed)
     with _PhaseTimer(model) as timer:
         start, cpu = time.perf_counter(), time.process_time()
         model.learn(steps, reset_num_timesteps=True)
@@ -125,7 +135,7 @@ def bench_same_settings(args) -> list[tuple]:
     for r in range(args.repeats):
         names = list(models) if r % 2 == 0 else list(reversed(models))  # alternate the order
         for name in names:
-            results[name].append(time_learn(models[name], args.rollouts * rollout))
+            results[name].append(time_learn(models[name], args.rollouts * rollout, seed=r))
     venv.close()
     return [(name, *_medians(runs)) for name, runs in results.items()]
 
@@ -145,7 +155,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--repeats", type=int, default=5, help="timed runs per row (median reported)")
-    p.add_argument("--rollouts", type=int, default=2, help="rollouts per timed run")
+    p.add_argument("--rollouts", type=int, default=8,
+                   help="rollouts per timed run (default 8: with 2, the per-learn set-up and the machine's noise "
+                        "moved the ratios by a few per cent)")
     p.add_argument("--n-envs", type=int, default=64, help="(a): envs")
     p.add_argument("--n-steps", type=int, default=64, help="(a): rollout steps per env")
     p.add_argument("--batch-size", type=int, default=1024, help="(a): minibatch size")

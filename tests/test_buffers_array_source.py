@@ -1,20 +1,29 @@
 """The cheap paths of the vector bookkeeping.
 
 VectorRewardCallback reads a batched VecEnv's own ``vector_rewards`` array instead of its infos (both
-ways must give the buffer the same vectors; the array way must not touch the infos), and
+ways must give the buffer the same vectors; the array way must not touch the infos), CaRLPPO lets the
+buffer read that array itself (no per-step callback), SB3's episode-info bookkeeping reads only the ended
+envs' infos (and keeps what SB3 keeps), and
 ``MORolloutBuffer(sample_vectors=False)`` gives SB3's minibatches without the vector fields.
 """
 
+from collections import deque
+from types import SimpleNamespace
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 import morl.buffers as buffers
+from agents import CaRLPPO
 from envs.driving import make_vec
 from morl.buffers import MORolloutBuffer, MORolloutBufferSamples, VectorRewardCallback, vector_reward_array_env
 from morl.registry import two_objective_cartpole
@@ -81,3 +90,45 @@ def test_minibatches_without_vectors_are_the_same_minibatches():
             assert th.equal(getattr(a, field), getattr(b, field))
     # the vectors are still kept for logging
     np.testing.assert_array_equal(buffers_[0].vector_returns, buffers_[1].vector_returns)
+
+
+def test_carl_ppo_reads_the_array_without_a_callback_and_logs(tmp_path, monkeypatch):
+    venv = VecMonitor(make_vec("route", 4, action_type="continuous", seed=0))
+    # neither the infos nor the callback may be used on this path
+    monkeypatch.setattr(buffers, "vector_rewards_from_infos", lambda *a, **k: pytest.fail("read the infos"))
+    monkeypatch.setattr(VectorRewardCallback, "_on_step", lambda self: pytest.fail("ran the callback"))
+    model = CaRLPPO("BetaPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, policy_kwargs={"net_arch": [8]},
+                    device="cpu", seed=0)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    record = _RecordInfos()
+    model.learn(3 * 32 * 4, callback=record)
+    buffer = model.rollout_buffer
+    assert buffer.vector_source is venv.venv
+    np.testing.assert_array_equal(buffer.vector_rewards, np.stack(record.rows[-32:]))
+    progress = pd.read_csv(tmp_path / "progress.csv")
+    names = venv.get_attr("objectives")[0]
+    assert len(progress) == 3
+    logged = [progress[f"rollout/vector_return/{n}"].iloc[-1] for n in names]
+    np.testing.assert_allclose(logged, buffer.mean_vector_return(), rtol=1e-6)
+    # the episodes VecMonitor reported reached SB3's info buffer (read at the ended envs only)
+    assert len(model.ep_info_buffer) > 0 and "rollout/ep_rew_mean" in progress
+
+
+def test_info_buffer_at_ends_keeps_what_sb3_keeps():
+    rng = np.random.default_rng(0)
+    steps = []
+    for t in range(50):
+        dones = rng.random(6) < 0.3
+        infos = [{"episode": {"r": float(t), "l": i}, "is_success": bool(i % 2)} if d else {"is_success": True}
+                 for i, d in enumerate(dones)]
+        steps.append((infos, dones))
+    ours, sb3 = (SimpleNamespace(ep_info_buffer=deque(maxlen=40), ep_success_buffer=deque(maxlen=40)) for _ in "ab")
+    for infos, dones in steps:
+        buffers.update_info_buffer_at_ends(ours, infos, dones)
+        BaseAlgorithm._update_info_buffer(sb3, infos, dones)
+    assert len(sb3.ep_info_buffer) == 40 and len(sb3.ep_success_buffer) == 40
+    assert ours.ep_info_buffer == sb3.ep_info_buffer and ours.ep_success_buffer == sb3.ep_success_buffer
+    # without dones SB3 reads every info's episode and no success
+    buffers.update_info_buffer_at_ends(ours, steps[0][0])
+    BaseAlgorithm._update_info_buffer(sb3, steps[0][0])
+    assert ours.ep_info_buffer == sb3.ep_info_buffer and ours.ep_success_buffer == sb3.ep_success_buffer

@@ -28,7 +28,13 @@ from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticP
 from stable_baselines3.common.utils import explained_variance
 
 from agents.carl.policies import BetaPolicy
-from morl.buffers import DeviceRolloutBuffer, MORolloutBuffer, VectorRewardCallback
+from morl.buffers import (
+    DeviceRolloutBuffer,
+    MORolloutBuffer,
+    VectorRewardCallback,
+    log_vector_returns,
+    update_info_buffer_at_ends,
+)
 
 __all__ = ["CaRLPPO", "clipped_value_loss", "linear_schedule"]
 
@@ -130,6 +136,11 @@ class CaRLPPO(PPO):
             self.rollout_buffer_class = DeviceRolloutBuffer  # SB3's minibatches, cut on the device
         super()._setup_model()
 
+    _log_vectors_here = False  # set by learn()
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_vector_carry", "_log_vectors_here", "_vector_names"]
+
     def _objective_names(self):
         try:
             return tuple(self.env.get_attr("objectives")[0])
@@ -138,12 +149,28 @@ class CaRLPPO(PPO):
 
     def learn(self, total_timesteps: int, callback=None, log_interval: int = 1, tb_log_name: str = "CaRLPPO",
               reset_num_timesteps: bool = True, progress_bar: bool = False):
+        self._vector_carry, self._log_vectors_here = None, False
         if isinstance(self.rollout_buffer, MORolloutBuffer):
-            vector_cb = VectorRewardCallback(objectives=self._objective_names())
-            callback = vector_cb if callback is None else CallbackList(
-                [vector_cb, *(callback if isinstance(callback, list) else [callback])])
+            if self.rollout_buffer.read_vector_rewards_from(self.env):
+                # a batched env keeps the step's vectors in one array that the buffer reads itself:
+                # no per-step callback; collect_rollouts logs them
+                self._log_vectors_here, self._vector_names = True, self._objective_names()
+            else:
+                vector_cb = VectorRewardCallback(objectives=self._objective_names())
+                callback = vector_cb if callback is None else CallbackList(
+                    [vector_cb, *(callback if isinstance(callback, list) else [callback])])
         return super().learn(total_timesteps, callback=callback, log_interval=log_interval, tb_log_name=tb_log_name,
                              reset_num_timesteps=reset_num_timesteps, progress_bar=progress_bar)
+
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:
+        complete = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        if complete and self._log_vectors_here:
+            self._vector_carry = log_vector_returns(rollout_buffer, self.logger, self._vector_names,
+                                                    self._vector_carry)
+        return complete
+
+    def _update_info_buffer(self, infos, dones=None) -> None:
+        update_info_buffer_at_ends(self, infos, dones)  # SB3's, reading the ended envs' infos only
 
     def _minibatch_loss(self, batch, eps: float, eps_vf: float | None) -> tuple[th.Tensor, th.Tensor]:
         """PPO loss on one minibatch and its statistics, both on the device (nothing is read back).

@@ -32,7 +32,7 @@ from stable_baselines3.common.utils import (
 
 from agents.iqn.losses import quantile_huber_loss
 from agents.iqn.policies import CnnPolicy, IQNPolicy, MlpPolicy, MultiInputPolicy
-from morl.buffers import DeviceReplayBuffer
+from morl.buffers import DeviceReplayBuffer, update_info_buffer_at_ends
 
 __all__ = ["IQN"]
 
@@ -362,6 +362,9 @@ class IQN(OffPolicyAlgorithm):
             actions = self.policy._predict(obs_tensor, deterministic=True)
         actions = actions.cpu().numpy()
         return actions if vectorized else actions.squeeze(axis=0)
+
+    def _update_info_buffer(self, infos, dones=None) -> None:
+        update_info_buffer_at_ends(self, infos, dones)  # SB3's, reading the ended envs' infos only
 
     def learn(  # noqa: PYI019 - typing.Self needs Python 3.11; the package supports 3.10
         self: SelfIQN,
