@@ -1,8 +1,8 @@
 """morl's agents. Each family lives in its own sub-package; they never import each other."""
 
-from agents.carl import CaRLPPO, CaRLReward
+from agents.carl import CaRLPPO, CaRLReward, CaRLVecReward
 from agents.d2oc import D2OC, SMC, Lloyd
 from agents.iqn import IQN, QDIQN, EnsembleIQN
 from agents.subpo import ModPO, SubPO
 
-__all__ = ["CaRLPPO", "CaRLReward", "D2OC", "EnsembleIQN", "IQN", "Lloyd", "ModPO", "QDIQN", "SMC", "SubPO"]
+__all__ = ["CaRLPPO", "CaRLReward", "CaRLVecReward", "D2OC", "EnsembleIQN", "IQN", "Lloyd", "ModPO", "QDIQN", "SMC", "SubPO"]

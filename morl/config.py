@@ -73,7 +73,8 @@ class _Strict(BaseModel):
 
 
 class WrapperSpec(_Strict):
-    """A Gymnasium wrapper applied right after the env is made (before the preorder/scalarisation)."""
+    """A Gymnasium wrapper applied right after the env is made (before the preorder/scalarisation); with
+    ``env.scenario`` (a batched env), an SB3 ``VecEnvWrapper`` applied around it."""
 
     name: str = Field(description="'package.module:Class', or a class name in morl.wrappers or gymnasium.wrappers")
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -342,11 +343,17 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
             registry.import_callable(env.make_vec)
         except ValueError as exc:
             raise ConfigError(source, "env.make_vec", str(exc)) from None
+    from stable_baselines3.common.vec_env import VecEnvWrapper  # here: importing SB3 (and torch) takes a second
+
     for i, spec in enumerate(env.wrappers):
         try:
-            resolve_wrapper(spec.name)
+            wrapper = resolve_wrapper(spec.name)
         except ValueError as exc:
             raise ConfigError(source, f"env.wrappers.{i}.name", str(exc)) from None
+        if env.scenario is not None and not (isinstance(wrapper, type) and issubclass(wrapper, VecEnvWrapper)):
+            raise ConfigError(source, f"env.wrappers.{i}.name",
+                              f"{spec.name} is not a VecEnvWrapper: a batched env (env.scenario) takes VecEnv wrappers "
+                              "(e.g. agents.carl:CaRLVecReward), a single env (env.id) takes Gymnasium ones")
     preorder = None
     if env.preorder is not None:
         try:

@@ -12,7 +12,8 @@ A run directory holds::
 
 Environments are built as ``gym.make(id)`` (or ``factory(**kwargs)``) -> config wrappers ->
 ``WithPreorder`` -> ``Scalarize`` -> ``MOEpisodeStatistics`` -> ``Monitor`` -> ``DummyVecEnv`` /
-``SubprocVecEnv``; a batched simulator (``env.scenario``) comes from its own ``make_vec``.
+``SubprocVecEnv``; a batched simulator (``env.scenario``) comes from its own ``make_vec``, and the config's
+wrappers are then VecEnv wrappers around it.
 Keyword arguments that differ between the envs of a vector go under ``env.kwargs.per_env``, one list
 per argument, and env ``i`` gets the ``i``-th entries (:func:`env_kwargs`): one CARLA server per env is
 ``per_env: {port: [2000, 2003], tm_port: [8000, 8001]}``. Evaluation uses env 0's.
@@ -49,6 +50,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecCheckNan, VecEnv, VecMonitor
 
 from morl import registry
+from morl.buffers import vector_reward_array_env
 from morl.checkpoints import (
     AtomicCheckpoint,
     DivergenceError,
@@ -161,6 +163,8 @@ def make_vec_env(cfg: ExperimentConfig, n_envs: int, seed: int | None, monitor: 
             weights = [float(weights.get(o, 0.0)) for o in env_objectives(probe)]
             probe.close()
         venv = make(cfg.env.scenario, n_envs, seed=seed, scalarization=weights, **kwargs)
+        for spec in cfg.env.wrappers:  # VecEnvWrappers (checked by the config), e.g. CaRL's reward
+            venv = resolve_wrapper(spec.name)(venv, **spec.kwargs)
         # batched simulators: SB3's NaN/inf check on observations, rewards and actions
         venv = _VecFiniteCheck(venv, raise_exception=True)
         if monitor:  # SB3's episode statistics (ep_rew_mean), as Monitor gives the single envs
@@ -256,12 +260,19 @@ class ObjectiveLogger(BaseCallback):
         self.returns: deque = deque(maxlen=window)
         self.accumulate = accumulate
         self._sums = None
+        self._array_env = None
+
+    def _on_training_start(self) -> None:
+        self._array_env = vector_reward_array_env(self.training_env)
 
     def _on_step(self) -> bool:
         new = False
         infos = self.locals.get("infos", ())
         if self.accumulate:
-            vec = np.stack([np.asarray(info["vector_reward"], dtype=float) for info in infos])
+            if self._array_env is not None:  # the batched simulator's own (n_envs, m) array
+                vec = self._array_env.vector_rewards.astype(float)
+            else:
+                vec = np.stack([np.asarray(info["vector_reward"], dtype=float) for info in infos])
             self._sums = vec if self._sums is None else self._sums + vec
             for i in np.flatnonzero(self.locals["dones"]):
                 self.returns.append(self._sums[i].copy())

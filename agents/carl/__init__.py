@@ -2,6 +2,6 @@
 
 from agents.carl.carl_ppo import CaRLPPO, linear_schedule
 from agents.carl.policies import BetaDistribution, BetaPolicy
-from agents.carl.reward import CaRLReward
+from agents.carl.reward import CaRLReward, CaRLVecReward
 
-__all__ = ["BetaDistribution", "BetaPolicy", "CaRLPPO", "CaRLReward", "linear_schedule"]
+__all__ = ["BetaDistribution", "BetaPolicy", "CaRLPPO", "CaRLReward", "CaRLVecReward", "linear_schedule"]

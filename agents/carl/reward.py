@@ -16,17 +16,71 @@ The wrapper reads the quantities the env reports in ``info`` (``envs.driving.obj
 and the event keys ``speed``, ``speed_limit``, ``ttc_violation``, ``collision``, ``red_light``), so
 any env reporting them works unchanged: the built-in simulator, the highway-env and CARLA adapters.
 The env's objective vector stays in ``info["vector_reward"]`` for per-objective logging.
+
+:class:`CaRLVecReward` is the same reward on a VecEnv (e.g. the batched simulator, ``scenario: route``),
+computed for all envs at once from the simulator's per-step array when it keeps one; both wrappers share
+one computation (:meth:`_CaRLTerms.carl_terms`), so they give the same rewards.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.vec_env import VecEnvWrapper
 
-__all__ = ["CaRLReward"]
+__all__ = ["CaRLReward", "CaRLVecReward"]
+
+FACTORS = ("speeding", "outside_lanes", "ttc", "comfort", "lane_center")
 
 
-class CaRLReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+class _CaRLTerms:
+    """The parameters of CaRL's reward and its computation, for one env or a batch (arrays, one per env)."""
+
+    def _set_terms(self, speeding: bool, speeding_tolerance: float, outside_lanes: bool, ttc: bool, ttc_factor: float,
+                   ttc_hold_steps: int | None, comfort: bool, lane_center: bool, terminal_penalty: float) -> None:
+        if speeding_tolerance <= 0:
+            raise ValueError(f"speeding_tolerance must be > 0, got {speeding_tolerance!r}")
+        if not 0.0 <= ttc_factor <= 1.0:
+            raise ValueError(f"ttc_factor must be in [0, 1], got {ttc_factor!r}")
+        if ttc_hold_steps is not None and ttc_hold_steps < 1:
+            raise ValueError(f"ttc_hold_steps must be >= 1 or None, got {ttc_hold_steps!r}")
+        self.speeding, self.speeding_tolerance = speeding, float(speeding_tolerance)
+        self.outside_lanes, self.ttc, self.ttc_factor = outside_lanes, ttc, float(ttc_factor)
+        self.ttc_hold_steps, self.comfort, self.lane_center = ttc_hold_steps, comfort, lane_center
+        self.terminal_penalty = float(terminal_penalty)
+
+    def carl_terms(self, get: Callable[[str], np.ndarray], since_ttc: np.ndarray, ends_badly: np.ndarray):
+        """``(reward, factors, since_ttc)`` of one step.
+
+        :param get: the step's quantity ``key`` as a float64 array (one entry per env, or 0-d)
+        :param since_ttc: steps since each env's last TTC violation in this episode, -1 for none
+        :param ends_badly: whether the step ended the episode by a collision or a red light
+        """
+        one = np.ones_like(get("carl_route_completion_delta"))
+        f = dict.fromkeys(FACTORS, one)
+        if self.speeding:
+            f["speeding"] = 1.0 - np.clip((get("speed") - get("speed_limit")) / self.speeding_tolerance, 0.0, 1.0)
+        if self.outside_lanes:
+            f["outside_lanes"] = get("carl_outside_lanes_factor")
+        if self.ttc:
+            if self.ttc_hold_steps is None:
+                f["ttc"] = get("carl_ttc_factor")
+            else:
+                since_ttc = np.where(get("ttc_violation") != 0, 0, np.where(since_ttc >= 0, since_ttc + 1, -1))
+                held = (since_ttc >= 0) & (since_ttc < self.ttc_hold_steps)
+                f["ttc"] = np.where(held, self.ttc_factor, 1.0)
+        if self.comfort:
+            f["comfort"] = get("carl_comfort_factor")
+        if self.lane_center:
+            f["lane_center"] = get("carl_lane_center_factor")
+        product = f["speeding"] * f["outside_lanes"] * f["ttc"] * f["comfort"] * f["lane_center"]
+        reward = get("carl_route_completion_delta") * product + np.where(ends_badly, self.terminal_penalty, 0.0)
+        return reward, f, since_ttc
+
+
+class CaRLReward(_CaRLTerms, gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Replace the reward by CaRL's ``RC · Π p + T``.
 
     :param env: an env reporting the CaRL quantities in ``info``.
@@ -50,21 +104,14 @@ class CaRLReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self, speeding=speeding, speeding_tolerance=speeding_tolerance, outside_lanes=outside_lanes, ttc=ttc,
             ttc_factor=ttc_factor, ttc_hold_steps=ttc_hold_steps, comfort=comfort, lane_center=lane_center,
             terminal_penalty=terminal_penalty, terminate_on_hard=terminate_on_hard)
-        super().__init__(env)
-        if speeding_tolerance <= 0:
-            raise ValueError(f"speeding_tolerance must be > 0, got {speeding_tolerance!r}")
-        if not 0.0 <= ttc_factor <= 1.0:
-            raise ValueError(f"ttc_factor must be in [0, 1], got {ttc_factor!r}")
-        if ttc_hold_steps is not None and ttc_hold_steps < 1:
-            raise ValueError(f"ttc_hold_steps must be >= 1 or None, got {ttc_hold_steps!r}")
-        self.speeding, self.speeding_tolerance = speeding, float(speeding_tolerance)
-        self.outside_lanes, self.ttc, self.ttc_factor = outside_lanes, ttc, float(ttc_factor)
-        self.ttc_hold_steps, self.comfort, self.lane_center = ttc_hold_steps, comfort, lane_center
-        self.terminal_penalty, self.terminate_on_hard = float(terminal_penalty), terminate_on_hard
-        self._since_ttc = None
+        gym.Wrapper.__init__(self, env)
+        self._set_terms(speeding, speeding_tolerance, outside_lanes, ttc, ttc_factor, ttc_hold_steps, comfort,
+                        lane_center, terminal_penalty)
+        self.terminate_on_hard = terminate_on_hard
+        self._since_ttc = np.array(-1)
 
     def reset(self, **kwargs):
-        self._since_ttc = None
+        self._since_ttc = np.array(-1)
         return self.env.reset(**kwargs)
 
     @staticmethod
@@ -75,42 +122,72 @@ class CaRLReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise KeyError(f"CaRLReward needs info[{key!r}]: the env must report the CaRL quantities "
                            "(envs.driving.objectives.CARL_KEYS)") from None
 
-    def factors(self, info) -> dict[str, float]:
-        """The soft factors of one step, each 1.0 when switched off."""
-        f = dict.fromkeys(("speeding", "outside_lanes", "ttc", "comfort", "lane_center"), 1.0)
-        if self.speeding:
-            excess = (self._get(info, "speed") - self._get(info, "speed_limit")) / self.speeding_tolerance
-            f["speeding"] = 1.0 - min(max(excess, 0.0), 1.0)
-        if self.outside_lanes:
-            f["outside_lanes"] = self._get(info, "carl_outside_lanes_factor")
-        if self.ttc:
-            if self.ttc_hold_steps is None:
-                f["ttc"] = self._get(info, "carl_ttc_factor")
-            else:
-                if self._get(info, "ttc_violation"):
-                    self._since_ttc = 0
-                elif self._since_ttc is not None:
-                    self._since_ttc += 1
-                held = self._since_ttc is not None and self._since_ttc < self.ttc_hold_steps
-                f["ttc"] = self.ttc_factor if held else 1.0
-        if self.comfort:
-            f["comfort"] = self._get(info, "carl_comfort_factor")
-        if self.lane_center:
-            f["lane_center"] = self._get(info, "carl_lane_center_factor")
-        return f
-
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         if np.ndim(reward) == 1:
             info["vector_reward"] = np.asarray(reward, dtype=np.float32)
-        factors = self.factors(info)
-        rc = self._get(info, "carl_route_completion_delta")
         hard = bool(self._get(info, "carl_hard_infraction"))
-        ends_badly = bool(info.get("collision", False)) or bool(info.get("red_light", False))
         if hard and self.terminate_on_hard:
             terminated = True
-        r = rc * float(np.prod(list(factors.values())))
-        if terminated and ends_badly:
-            r += self.terminal_penalty
-        info["carl_factors"] = factors
+        ends_badly = terminated and (bool(info.get("collision", False)) or bool(info.get("red_light", False)))
+        r, factors, self._since_ttc = self.carl_terms(lambda key: np.float64(self._get(info, key)), self._since_ttc,
+                                                      np.bool_(ends_badly))
+        info["carl_factors"] = {k: float(v) for k, v in factors.items()}
         return obs, float(r), terminated, truncated, info
+
+
+class CaRLVecReward(_CaRLTerms, VecEnvWrapper):
+    """:class:`CaRLReward` for a VecEnv: the same reward for all envs in one array computation.
+
+    The quantities are read from the VecEnv's per-step array when it keeps one (the batched simulator's
+    ``info_array``, columns ``info_columns``), else from each env's ``info``. The wrapped VecEnv must end an
+    episode on every hard infraction itself (the batched simulator does): a VecEnv resets its envs on its own,
+    so a wrapper cannot end one. ``info["carl_factors"]`` is not written (no per-env dict per step); the
+    reward vector stays in the infos and in the simulator's ``vector_rewards`` array.
+
+    :param venv: a VecEnv reporting the CaRL quantities.
+    :param speeding: and the other parameters: as :class:`CaRLReward`.
+    """
+
+    def __init__(self, venv, speeding: bool = True, speeding_tolerance: float = 2.23, outside_lanes: bool = True,
+                 ttc: bool = True, ttc_factor: float = 0.5, ttc_hold_steps: int | None = None, comfort: bool = True,
+                 lane_center: bool = True, terminal_penalty: float = -1.0):
+        VecEnvWrapper.__init__(self, venv)
+        self._set_terms(speeding, speeding_tolerance, outside_lanes, ttc, ttc_factor, ttc_hold_steps, comfort,
+                        lane_center, terminal_penalty)
+        base = venv.unwrapped
+        columns = getattr(base, "info_columns", None)
+        self._array_env = base if isinstance(columns, dict) and hasattr(base, "info_array") else None
+        self._since_ttc = np.full(self.num_envs, -1)
+
+    def reset(self):
+        self._since_ttc = np.full(self.num_envs, -1)
+        return self.venv.reset()
+
+    def _getter(self, infos) -> Callable[[str], np.ndarray]:
+        if self._array_env is not None:
+            array, columns = self._array_env.info_array, self._array_env.info_columns
+            return lambda key: array[:, columns[key]].astype(np.float64)
+
+        def get(key):
+            try:
+                return np.array([float(info[key]) for info in infos])
+            except KeyError:
+                raise KeyError(f"CaRLVecReward needs info[{key!r}]: the env must report the CaRL quantities "
+                               "(envs.driving.objectives.CARL_KEYS)") from None
+        return get
+
+    def step_wait(self):
+        obs, _, dones, infos = self.venv.step_wait()
+        get = self._getter(infos)
+        hard = get("carl_hard_infraction") != 0
+        if np.any(hard & ~dones):
+            raise RuntimeError(f"CaRLVecReward: env {int(np.flatnonzero(hard & ~dones)[0])} reported a hard "
+                               "infraction without ending its episode; the VecEnv must end episodes on hard infractions")
+        ends_badly = np.zeros(self.num_envs, dtype=bool)
+        for i in np.flatnonzero(dones):
+            terminated = not infos[i].get("TimeLimit.truncated", False)
+            ends_badly[i] = terminated and (bool(infos[i].get("collision", False)) or bool(infos[i].get("red_light", False)))
+        reward, _, self._since_ttc = self.carl_terms(get, self._since_ttc, ends_badly)
+        self._since_ttc[dones] = -1  # the next step starts a new episode
+        return obs, reward.astype(np.float32), dones, infos

@@ -153,6 +153,8 @@ class DrivingVecEnv(VecEnv):
         self.vector_rewards = np.zeros((self.num_envs, len(ob.OBJECTIVES)), np.float32)
         #: ``(E, len(INFO_KEYS))`` float32 info quantities of the last step (columns ``INFO_KEYS``)
         self.info_array = np.zeros((self.num_envs, len(ob.INFO_KEYS)), np.float32)
+        #: ``{key: column of info_array}``
+        self.info_columns = dict(_COLUMN)
         self._ever_seeded = False
 
     # ------------------------------------------------------------------ arrays of the last step

@@ -1,8 +1,10 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.carl import CaRLReward
+from agents.carl import CaRLReward, CaRLVecReward
+from envs.driving import DrivingEnv, make_vec
 
 BASE = {"speed": 10.0, "speed_limit": 12.0, "ttc_violation": False, "collision": False, "red_light": False,
         "off_road": False, "carl_route_completion_delta": 2.0, "carl_outside_lanes_factor": 1.0,
@@ -83,9 +85,53 @@ def test_missing_quantity_and_bad_parameters_are_named():
 
     env = CaRLReward(Bare([{}]))
     env.reset()
-    with pytest.raises(KeyError, match="speed"):
+    with pytest.raises(KeyError, match=r"CaRLReward needs info\['carl_hard_infraction'\]"):
         env.step(0)
     with pytest.raises(ValueError, match="ttc_factor"):
         CaRLReward(Scripted([{}]), ttc_factor=2.0)
     with pytest.raises(ValueError, match="ttc_hold_steps"):
         CaRLReward(Scripted([{}]), ttc_hold_steps=0)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"ttc_hold_steps": 5, "speeding_tolerance": 1.0},
+                                    {"comfort": False, "lane_center": False, "terminal_penalty": -2.0}])
+def test_vec_reward_equals_the_gym_wrapper_on_the_batched_simulator(kwargs):
+    n, steps = 3, 300
+    venv = CaRLVecReward(make_vec("route", n, action_type="continuous", seed=7), **kwargs)
+    envs = [CaRLReward(DrivingEnv("route", action_type="continuous"), **kwargs) for _ in range(n)]
+    venv.reset()
+    for i, env in enumerate(envs):
+        env.reset(seed=7 + i)
+    rng = np.random.default_rng(0)
+    got, want, ends = [], [], 0
+    for _ in range(steps):
+        actions = rng.uniform(-1, 1, (n, 2)).astype(np.float32)
+        _, r, dones, _ = venv.step(actions)
+        got.append(r)
+        row = []
+        for i, env in enumerate(envs):
+            _, ri, term, trunc, _ = env.step(actions[i])
+            row.append(ri)
+            assert (term or trunc) == dones[i]
+            if term or trunc:
+                env.reset()
+                ends += 1
+        want.append(row)
+    got, want = np.array(got), np.array(want)
+    assert ends > 0  # episodes ended (and auto-reset) inside the window
+    assert np.abs(want).sum() > 1.0
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_vec_reward_refuses_a_hard_infraction_that_does_not_end_the_episode():
+    class NoEnd(Scripted):
+        def step(self, action):
+            obs, r, _, _, info = super().step(action)
+            return obs, 0.0, False, False, info
+
+    venv = CaRLVecReward(DummyVecEnv([lambda: NoEnd([{}, {"collision": True, "carl_hard_infraction": 1.0}])]))
+    venv.reset()
+    _, r, _, _ = venv.step(np.zeros(1, dtype=np.int64))
+    assert r.tolist() == [2.0]  # from the infos (no array on a DummyVecEnv)
+    with pytest.raises(RuntimeError, match="env 0 reported a hard infraction"):
+        venv.step(np.zeros(1, dtype=np.int64))
