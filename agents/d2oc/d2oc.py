@@ -20,6 +20,9 @@ Stage B here runs at the start of the next decision, on the observed position, i
 the agent's simulated move as in the MATLAB code; the sequence of operations per agent is the same
 (B of step k precedes A-1 of step k + 1), and it stays correct when the env perturbs the motion.
 An agent whose copy is empty tracks its own position (it stops), as the authors park such agents.
+
+``predict_consumption=True`` (ours, off by default) lets stage A-1 discount what the agents out of contact
+should have consumed since they were last heard of (:func:`agents.d2oc.kernels._predicted_copy`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ class D2OC(CoverageController):
     :param task: the task when there is no env.
     :param sharing: ``"log_gossip"`` (default), ``"min_consensus"`` or ``"centralised"``.
     :param comm_radius: communication radius of stage C; ``None`` = the task's radius; ``inf`` = complete graph.
+    :param predict_consumption: log gossip only (ours, not the paper's; default off): in stage A-1, agent i also
+        discounts the mass each agent r should have taken since the last entry of r's log that i knows,
+        ``(t - t_r) / (N T)``, nearest-first around where r was then. Out of contact, agents otherwise head for
+        mass the others have already covered; the real log replaces the estimate at the next contact, and on a
+        complete graph nothing is stale, so the result equals plain log gossip. Costs up to N - 1 extra fills
+        per agent and step.
     :param horizon: QP horizon H (the authors' ``Hor_Leng`` = 15).
     :param tracking_weight: target tracking weight (``None``: the agent-point mass ``1/(N T)``, as the local W2 cost).
     :param Q: state weight (default: the authors' ``param07`` for the quadrotor, else 0).
@@ -52,13 +61,16 @@ class D2OC(CoverageController):
     :param device: ignored.
     """
 
-    _params = CoverageController._params + ("sharing", "comm_radius")
+    _params = CoverageController._params + ("sharing", "comm_radius", "predict_consumption")
 
     def __init__(self, env=None, task=None, sharing: str = "log_gossip", comm_radius: float | None = None,
                  horizon: int = 15, tracking_weight: float | None = None, Q=None, R=None, u_max: float | None = None,
-                 seed: int | None = None, verbose: int = 0, device: str = "auto"):
+                 seed: int | None = None, verbose: int = 0, device: str = "auto", predict_consumption: bool = False):
         if sharing not in _MODES:
             raise ValueError(f"sharing must be one of {', '.join(_MODES)}, got {sharing!r}")
+        if predict_consumption and sharing != "log_gossip":
+            raise ValueError(f"predict_consumption needs sharing='log_gossip' (the logs it extrapolates), got {sharing!r}")
+        self.predict_consumption = bool(predict_consumption)
         if comm_radius is not None and not comm_radius > 0:
             raise ValueError(f"comm_radius must be positive or None, got {comm_radius!r}")
         self.sharing = sharing
@@ -93,7 +105,8 @@ class D2OC(CoverageController):
         comm_r2 = np.inf if not np.isfinite(r) else r * r
         mem["ev"] = kernels.d2oc_step(self.positions(states), mem["t"], mem["sx"], mem["sy"], mem["W"],
                                       _MODES[self.sharing], comm_r2, self.task.agent_mass, mem["known"], *mem["ev"],
-                                      mem["ev_n"], mem["consumed"], mem["targets"], mem["masses"])
+                                      mem["ev_n"], mem["consumed"], mem["targets"], mem["masses"],
+                                      self.predict_consumption)
         return mem["targets"]
 
     # helpers for analysis and tests -----------------------------------------------------------------

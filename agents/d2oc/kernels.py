@@ -162,19 +162,45 @@ def _merge(W, i, q, mode, known, ev_j, ev_a):
 
 
 @numba.njit(cache=True)
-def d2oc_step(pos, t, sx, sy, W, mode, comm_r2, alpha, known, ev_t, ev_j, ev_a, ev_n, consumed, targets, masses):
+def _predicted_copy(W, i, t, alpha, known, ev_t, ev_j, sx, sy, out, keys, idx, amt):
+    """Agent i's copy minus the mass the agents it has not heard from lately should have consumed since.
+
+    Agent r takes ``alpha`` per step; i knows r's log up to the entry at time ``t_r``, while a complete
+    graph would have told it up to ``t`` (agents before i in this step's order) or ``t - 1`` (the others).
+    The missing ``(t_known - t_r) * alpha`` is taken nearest-first around the sample of r's last known entry
+    (where r was then) from ``out``, a scratch copy of ``W[i]``; the copy itself is unchanged, so the real
+    log replaces the estimate at the next contact. Returns ``out``.
+    """
+    out[:] = W[i]
+    for r in range(known.shape[0]):
+        if r == i or known[i, r] == 0:
+            continue
+        last = known[i, r] - 1
+        stale = (t if r < i else t - 1) - ev_t[r, last]
+        if stale >= 1:
+            j = ev_j[r, last]
+            consume(sx[j], sy[j], sx, sy, out, stale * alpha, keys, idx, amt)
+    return out
+
+
+@numba.njit(cache=True)
+def d2oc_step(pos, t, sx, sy, W, mode, comm_r2, alpha, known, ev_t, ev_j, ev_a, ev_n, consumed, targets, masses,
+              predict=False):
     """One D2OC decision for all agents, in the authors' sequential (Gauss-Seidel) agent order.
 
     For agent i: stage B (consume at the observed position, when ``t >= 1``), stage C (merge with the
     agents within ``sqrt(comm_r2)``), stage A-1 (target for the next move). ``W`` is ``(1, M)`` in
     centralised mode (one shared weight vector) and ``(N, M)`` otherwise. ``consumed[i]`` accumulates
-    agent i's consumed mass. Returns the event arrays (reallocated when they had to grow).
+    agent i's consumed mass. With ``predict`` (log gossip only), stage A-1 works on
+    :func:`_predicted_copy`. Returns the event arrays (reallocated when they had to grow).
     """
     n_agents = pos.shape[0]
     m = sx.shape[0]
     keys = np.empty(m)
     idx = np.empty(m, dtype=np.int64)
     amt = np.empty(m)
+    scratch = np.empty(m)
+    predict = predict and mode == MODE_LOG_GOSSIP
     for i in range(n_agents):
         row = 0 if mode == MODE_CENTRALISED else i
         px, py = pos[i, 0], pos[i, 1]
@@ -204,7 +230,12 @@ def d2oc_step(pos, t, sx, sy, W, mode, comm_r2, alpha, known, ev_t, ev_j, ev_a, 
                     dx, dy = pos[q, 0] - px, pos[q, 1] - py
                     if dx * dx + dy * dy < comm_r2:
                         _merge(W, i, q, mode, known, ev_j, ev_a)
-        gx, gy, mass = local_target(px, py, sx, sy, W[row], alpha, keys, idx, amt)
+        mass = 0.0
+        if predict:
+            w = _predicted_copy(W, i, t, alpha, known, ev_t, ev_j, sx, sy, scratch, keys, idx, amt)
+            gx, gy, mass = local_target(px, py, sx, sy, w, alpha, keys, idx, amt)
+        if mass == 0.0:  # no prediction, or it emptied the copy: the copy itself
+            gx, gy, mass = local_target(px, py, sx, sy, W[row], alpha, keys, idx, amt)
         targets[i, 0], targets[i, 1] = gx, gy
         masses[i] = mass
     return ev_t, ev_j, ev_a

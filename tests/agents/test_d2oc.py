@@ -161,19 +161,43 @@ def test_mass_conservation_in_float64():
                 assert mem["known"][i, i] == mem["ev_n"][i]
 
 
-@pytest.mark.parametrize("sharing", ["log_gossip", "min_consensus"])
-def test_decentralised_equals_centralised_at_infinite_radius(sharing):
+@pytest.mark.parametrize("sharing, predict", [("log_gossip", False), ("min_consensus", False), ("log_gossip", True)])
+def test_decentralised_equals_centralised_at_infinite_radius(sharing, predict):
     env = _small_env(n_agents=5)
     central, _ = _run(D2OC(task=env.task, sharing="centralised"), env, seed=3)
-    ctrl = D2OC(task=env.task, sharing=sharing, comm_radius=np.inf)
+    ctrl = D2OC(task=env.task, sharing=sharing, comm_radius=np.inf, predict_consumption=predict)
     decentral, _ = _run(ctrl, env, seed=3)
     np.testing.assert_array_equal(decentral, central)
     W = ctrl.memory()["W"]
     assert np.all(W == W[0])  # every copy is the shared weight vector
     # with a small radius the copies disagree, so the claim above is not vacuous
-    ctrl = D2OC(task=env.task, sharing=sharing, comm_radius=1.0)
+    ctrl = D2OC(task=env.task, sharing=sharing, comm_radius=1.0, predict_consumption=predict)
     local, _ = _run(ctrl, env, seed=3)
     assert not np.array_equal(local, central)
+
+
+def test_predicted_consumption_steers_away_from_an_unheard_agents_area():
+    # Agent 0 drains A = (0, 0); agent 1 drains D under itself, then must choose between A (heavier in its
+    # copy) and B = (20, 0), both 10 m away. They meet at t = 1 only, so agent 1 knows agent 0's log to t = 1.
+    sx, sy = np.array([0.0, 20.0, 10.0]), np.zeros(3)
+    beta = np.array([6, 4, 5]) / 16  # A, B, D (binary fractions: exact); D is agent 1's intake over t = 1..5
+    pos = np.array([[0.0, 0.0], [10.0, 0.0]])
+    alpha = 1 / 16
+    targets = {}
+    for predict in (False, True):
+        W = np.tile(beta, (2, 1))
+        known, ev_n = np.zeros((2, 2), np.int64), np.zeros(2, np.int64)
+        ev = (np.zeros((2, 4), np.int64), np.zeros((2, 4), np.int64), np.zeros((2, 4)))
+        consumed, tg, masses = np.zeros(2), np.zeros((2, 2)), np.zeros(2)
+        for t in range(1, 6):
+            ev = kernels.d2oc_step(pos, t, sx, sy, W, kernels.MODE_LOG_GOSSIP, np.inf if t == 1 else 0.0, alpha, known,
+                                   *ev, ev_n, consumed, tg, masses, predict)
+        assert known[1, 0] == 1
+        np.testing.assert_array_equal(W[1], np.array([5, 4, 0]) / 16)  # the copy itself is the same either way
+        targets[predict] = tg[1].copy()
+    # by its copy A is heavier (d^2 / w^2 ranks it first); agent 0 should have taken 4 alpha of it since t = 1
+    np.testing.assert_allclose(targets[False], [0.0, 0.0])
+    np.testing.assert_allclose(targets[True], [20.0, 0.0])
 
 
 def test_w2_decreases_over_time_and_beats_lloyd():
@@ -282,6 +306,7 @@ def test_predict_batches_and_save_load_round_trip(tmp_path):
 @pytest.mark.parametrize("cls, kwargs, match", [
     (D2OC, {"sharing": "telepathy"}, "sharing"),
     (D2OC, {"comm_radius": 0.0}, "comm_radius"),
+    (D2OC, {"sharing": "min_consensus", "predict_consumption": True}, "predict_consumption needs"),
     (D2OC, {"horizon": 0}, "horizon"),
     (D2OC, {"R": np.zeros((2, 2))}, "R must be positive definite"),
     (Lloyd, {"grid_size": 0}, "grid_size"),
