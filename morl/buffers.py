@@ -522,8 +522,6 @@ class MORolloutBuffer(DeviceRolloutBuffer):
         infos: Sequence[dict[str, Any]],
         vector_values: np.ndarray | th.Tensor | None = None,
         truncation_values: np.ndarray | th.Tensor | None = None,
-        *,
-        rewards: np.ndarray | None = None,
     ) -> None:
         """
         Hold the vector rewards of the coming :meth:`add` (read from ``infos[i]["vector_reward"]``).
@@ -532,13 +530,8 @@ class MORolloutBuffer(DeviceRolloutBuffer):
         :param vector_values: optional per-objective values of the observations of that step, ``(n_envs, m)``
         :param truncation_values: optional ``V(terminal_obs)`` per objective, ``(n_envs, m)``, nonzero
             only on envs whose episode was truncated at that step; ``gamma *`` it is added to the reward
-        :param rewards: the same vector rewards as one ``(n_envs, m)`` array, when the VecEnv keeps them
-            in one (then ``infos`` is not read: gathering ``n_envs`` dict entries costs more than the rest
-            of the bookkeeping of a step)
         """
-        if rewards is None:
-            rewards = vector_rewards_from_infos(infos, self.n_envs, self.reward_dim)
-        vec = self._as_vector("vector_reward", rewards)
+        vec = self._as_vector("vector_reward", vector_rewards_from_infos(infos, self.n_envs, self.reward_dim))
         if truncation_values is not None:
             vec = vec + np.float32(self.gamma) * self._as_vector("truncation_values", truncation_values)
         self._staged_reward = vec
@@ -714,7 +707,8 @@ class VectorRewardCallback(BaseCallback):
 
     SB3's ``collect_rollouts`` calls ``callback.on_step()`` after ``env.step`` and before
     ``rollout_buffer.add``, with the step's ``infos`` in ``self.locals``; this callback stages them in
-    the buffer (from the VecEnv's own array when it keeps one, see :func:`vector_reward_array_env`).
+    the buffer. When the VecEnv keeps the vectors in its own array (:func:`vector_reward_array_env`), the
+    buffer reads that array itself (:meth:`MORolloutBuffer.read_vector_rewards_from`) and nothing is staged.
     At the end of each rollout it logs, per objective,
 
     - ``rollout/vector_return/<objective>``: the mean of ``vector_returns`` over the rollout's
@@ -741,13 +735,12 @@ class VectorRewardCallback(BaseCallback):
         return buffer
 
     def _on_training_start(self) -> None:
-        self._buffer()
         self._carry = None
-        self._array_env = vector_reward_array_env(self.training_env)
+        self._reads_array = self._buffer().read_vector_rewards_from(self.training_env)
 
     def _on_step(self) -> bool:
-        rewards = None if self._array_env is None else self._array_env.vector_rewards
-        self._buffer().stage_vector_rewards(self.locals["infos"], rewards=rewards)
+        if not self._reads_array:
+            self._buffer().stage_vector_rewards(self.locals["infos"])
         return True
 
     def _on_rollout_end(self) -> None:

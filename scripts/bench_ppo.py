@@ -8,7 +8,8 @@ one torch thread (``train.torch_threads``' default) unless ``--threads`` says ot
 (a) Same env and settings for all rows (``n_steps``, ``batch_size``, epochs, the same MLP, the same PPO
     coefficients, value clipping on): SB3 ``PPO`` with ``MlpPolicy``; ``CaRLPPO`` with SB3's Gaussian
     ``ActorCriticPolicy`` (so the difference to SB3 is our bookkeeping: ``MORolloutBuffer``, which reads
-    the simulator's reward-vector array at each step, the per-rollout vector logging, our ``train``); and ``CaRLPPO`` with ``BetaPolicy`` (the distribution's own cost on top).
+    the simulator's reward-vector array at each step, the per-rollout vector logging, our ``train``); and
+    ``CaRLPPO`` with ``BetaPolicy`` (the distribution's own cost on top).
     The learning rate is 0 by default (``--learning-rate``): the updates do all their work, but every
     row keeps the same policy, so the simulator does the same work for each.
     The rows alternate within each repeat; the table shows medians and the ratio to SB3 (target >= 1.0x).

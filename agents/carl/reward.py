@@ -51,6 +51,14 @@ class _CaRLTerms:
         self.ttc_hold_steps, self.comfort, self.lane_center = ttc_hold_steps, comfort, lane_center
         self.terminal_penalty = float(terminal_penalty)
 
+    def _quantity(self, info, key: str) -> float:
+        """``info[key]`` as a float; a missing quantity is a ``KeyError`` naming it."""
+        try:
+            return float(info[key])
+        except KeyError:
+            raise KeyError(f"{type(self).__name__} needs info[{key!r}]: the env must report the CaRL quantities "
+                           "(envs.driving.objectives.CARL_KEYS)") from None
+
     def carl_terms(self, get: Callable[[str], np.ndarray], since_ttc: np.ndarray, ends_badly: np.ndarray):
         """``(reward, factors, since_ttc)`` of one step.
 
@@ -114,23 +122,15 @@ class CaRLReward(_CaRLTerms, gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._since_ttc = np.array(-1)
         return self.env.reset(**kwargs)
 
-    @staticmethod
-    def _get(info, key):
-        try:
-            return float(info[key])
-        except KeyError:
-            raise KeyError(f"CaRLReward needs info[{key!r}]: the env must report the CaRL quantities "
-                           "(envs.driving.objectives.CARL_KEYS)") from None
-
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         if np.ndim(reward) == 1:
             info["vector_reward"] = np.asarray(reward, dtype=np.float32)
-        hard = bool(self._get(info, "carl_hard_infraction"))
+        hard = bool(self._quantity(info, "carl_hard_infraction"))
         if hard and self.terminate_on_hard:
             terminated = True
         ends_badly = terminated and (bool(info.get("collision", False)) or bool(info.get("red_light", False)))
-        r, factors, self._since_ttc = self.carl_terms(lambda key: np.float64(self._get(info, key)), self._since_ttc,
+        r, factors, self._since_ttc = self.carl_terms(lambda key: np.float64(self._quantity(info, key)), self._since_ttc,
                                                       np.bool_(ends_badly))
         info["carl_factors"] = {k: float(v) for k, v in factors.items()}
         return obs, float(r), terminated, truncated, info
@@ -168,14 +168,7 @@ class CaRLVecReward(_CaRLTerms, VecEnvWrapper):
         if self._array_env is not None:
             array, columns = self._array_env.info_array, self._array_env.info_columns
             return lambda key: array[:, columns[key]].astype(np.float64)
-
-        def get(key):
-            try:
-                return np.array([float(info[key]) for info in infos])
-            except KeyError:
-                raise KeyError(f"CaRLVecReward needs info[{key!r}]: the env must report the CaRL quantities "
-                               "(envs.driving.objectives.CARL_KEYS)") from None
-        return get
+        return lambda key: np.array([self._quantity(info, key) for info in infos])
 
     def step_wait(self):
         obs, _, dones, infos = self.venv.step_wait()
