@@ -249,7 +249,7 @@ class IQN(OffPolicyAlgorithm):
         :param next_obs: next observations.
         :param rewards: ``[B, 1]`` or ``[B, H]``.
         :param dones: ``[B, 1]`` termination flags (timeouts excluded by the buffer).
-        :param discounts: ``gamma`` or ``[B, 1]`` (n-step buffers).
+        :param discounts: ``gamma``, ``[B, 1]`` (n-step buffers) or ``[1, 1, H]`` (one per head, see :meth:`_discounts`).
         :param tau_next: target fractions ``[B, N']``.
         """
         batch = dones.shape[0]
@@ -267,9 +267,14 @@ class IQN(OffPolicyAlgorithm):
         n_next, n_heads = z_next.shape[1], z_next.shape[2]
         index = a_star.view(batch, 1, n_heads, 1).expand(batch, n_next, n_heads, 1)
         z_next = z_next.gather(3, index).squeeze(3)  # [B, N', H]
-        if isinstance(discounts, th.Tensor):
+        if isinstance(discounts, th.Tensor) and discounts.dim() == 2:
             discounts = discounts.view(batch, 1, 1)
         return rewards.view(batch, 1, -1) + (1.0 - dones.view(batch, 1, 1)) * discounts * z_next
+
+    def _discounts(self, replay_data):
+        """The discount of the Bellman target: ``gamma``, or the n-step buffer's ``[B, 1]`` ``gamma ** n``."""
+        discounts = getattr(replay_data, "discounts", None)
+        return self.gamma if discounts is None else discounts
 
     def _loss(self, replay_data, weights: th.Tensor | None = None, tau_next: th.Tensor | None = None,
               taus: th.Tensor | None = None) -> th.Tensor:
@@ -280,8 +285,7 @@ class IQN(OffPolicyAlgorithm):
         :param tau_next: target fractions ``[B, N']``; ``None`` draws them.
         :param taus: online fractions ``[B, N]``; ``None`` draws them (after the target, as ``train`` does).
         """
-        discounts = getattr(replay_data, "discounts", None)
-        discounts = self.gamma if discounts is None else discounts
+        discounts = self._discounts(replay_data)
         batch = replay_data.dones.shape[0]
         with th.no_grad():
             if tau_next is None:

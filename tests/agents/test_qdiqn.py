@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -167,6 +169,31 @@ def test_thresholds_let_the_lower_level_decide_among_satisfying_actions(tmp_path
     with pytest.raises(ValueError, match="'progress' must be a finite number or null"):
         QDIQN("MlpPolicy", SafeOrFast(), thresholds=[-0.3, float("nan")])
     assert QDIQN("MlpPolicy", SafeOrFast(), thresholds=[None, None]).policy.thresholds_t is None
+
+
+def test_objective_gammas_discount_each_head_with_its_own_gamma(tmp_path):
+    model = QDIQN("MlpPolicy", SafeOrFast(), objective_gammas=(0.5, 0.9), learning_starts=10, seed=0)
+    g = th.Generator().manual_seed(2)
+    next_obs = th.rand(16, 4, generator=g)
+    rewards = th.randn(16, 2, generator=g)
+    dones = (th.rand(16, 1, generator=g) < 0.3).float()
+    tau_next = th.rand(16, 8, generator=g)
+    batch = SimpleNamespace(discounts=None)
+    with th.no_grad():
+        y = model._target_quantiles(next_obs, rewards, dones, model._discounts(batch), tau_next)
+        # The next action does not depend on the discount, so each head equals the one-gamma target at its gamma.
+        y_half = model._target_quantiles(next_obs, rewards, dones, 0.5, tau_next)
+        y_most = model._target_quantiles(next_obs, rewards, dones, 0.9, tau_next)
+    assert th.allclose(y[..., 0], y_half[..., 0]) and th.allclose(y[..., 1], y_most[..., 1])
+    assert not th.allclose(y[..., 1], y_half[..., 1])  # the heads' discounts really differ
+    assert QDIQN("MlpPolicy", SafeOrFast(), learning_starts=10)._discounts(batch) == 0.99  # default: gamma for all
+    model.save(tmp_path / "qd")
+    assert QDIQN.load(tmp_path / "qd")._gammas_t.flatten().tolist() == pytest.approx([0.5, 0.9])
+    with pytest.raises(ValueError, match="n-step"):
+        model._discounts(SimpleNamespace(discounts=th.full((16, 1), 0.81)))
+    for bad in ((0.9,), (0.9, 1.5), (0.9, "x")):
+        with pytest.raises(ValueError, match=r"objective_gammas needs 2 discounts in \[0, 1\] \(safety, progress\)"):
+            QDIQN("MlpPolicy", SafeOrFast(), objective_gammas=bad)
 
 
 # ---------------------------------------------------------------------------------------------- preorder
