@@ -51,6 +51,10 @@ class D2OC(CoverageController):
         mass the others have already covered; the real log replaces the estimate at the next contact, and on a
         complete graph nothing is stale, so the result equals plain log gossip. Costs up to N - 1 extra fills
         per agent and step.
+    :param known_starts: with ``predict_consumption`` (ours; default off): the agents know where the others
+        start (a launch plan, shared before the mission), so an agent also discounts what the agents it has
+        never met should have taken since the start, nearest-first around their starts. Without it an agent
+        never met is not estimated at all.
     :param horizon: QP horizon H (the authors' ``Hor_Leng`` = 15).
     :param tracking_weight: target tracking weight (``None``: the agent-point mass ``1/(N T)``, as the local W2 cost).
     :param Q: state weight (default: the authors' ``param07`` for the quadrotor, else 0).
@@ -61,16 +65,20 @@ class D2OC(CoverageController):
     :param device: ignored.
     """
 
-    _params = CoverageController._params + ("sharing", "comm_radius", "predict_consumption")
+    _params = CoverageController._params + ("sharing", "comm_radius", "predict_consumption", "known_starts")
 
     def __init__(self, env=None, task=None, sharing: str = "log_gossip", comm_radius: float | None = None,
                  horizon: int = 15, tracking_weight: float | None = None, Q=None, R=None, u_max: float | None = None,
-                 seed: int | None = None, verbose: int = 0, device: str = "auto", predict_consumption: bool = False):
+                 seed: int | None = None, verbose: int = 0, device: str = "auto", predict_consumption: bool = False,
+                 known_starts: bool = False):
         if sharing not in _MODES:
             raise ValueError(f"sharing must be one of {', '.join(_MODES)}, got {sharing!r}")
         if predict_consumption and sharing != "log_gossip":
             raise ValueError(f"predict_consumption needs sharing='log_gossip' (the logs it extrapolates), got {sharing!r}")
+        if known_starts and not predict_consumption:
+            raise ValueError("known_starts needs predict_consumption=True (it only seeds the prediction)")
         self.predict_consumption = bool(predict_consumption)
+        self.known_starts = bool(known_starts)
         if comm_radius is not None and not comm_radius > 0:
             raise ValueError(f"comm_radius must be positive or None, got {comm_radius!r}")
         self.sharing = sharing
@@ -98,15 +106,20 @@ class D2OC(CoverageController):
             "consumed": np.zeros(n),
             "masses": np.zeros(n),
             "targets": np.zeros((n, 2)),
+            "start_j": None,  # sample nearest each agent's start, set at t = 0 with known_starts
         }
 
     def _targets(self, mem: dict, states: np.ndarray) -> np.ndarray:
         r = self.effective_comm_radius
         comm_r2 = np.inf if not np.isfinite(r) else r * r
-        mem["ev"] = kernels.d2oc_step(self.positions(states), mem["t"], mem["sx"], mem["sy"], mem["W"],
+        pos = self.positions(states)
+        if self.known_starts and mem["t"] == 0:
+            d2 = ((pos[:, None, :] - self.task.density.samples[None, :, :2]) ** 2).sum(axis=-1)
+            mem["start_j"] = np.ascontiguousarray(d2.argmin(axis=1), dtype=np.int64)
+        mem["ev"] = kernels.d2oc_step(pos, mem["t"], mem["sx"], mem["sy"], mem["W"],
                                       _MODES[self.sharing], comm_r2, self.task.agent_mass, mem["known"], *mem["ev"],
                                       mem["ev_n"], mem["consumed"], mem["targets"], mem["masses"],
-                                      self.predict_consumption)
+                                      self.predict_consumption, mem["start_j"])
         return mem["targets"]
 
     # helpers for analysis and tests -----------------------------------------------------------------

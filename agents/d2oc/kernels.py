@@ -162,37 +162,44 @@ def _merge(W, i, q, mode, known, ev_j, ev_a):
 
 
 @numba.njit(cache=True)
-def _predicted_copy(W, i, t, alpha, known, ev_t, ev_j, sx, sy, out, keys, idx, amt):
+def _predicted_copy(W, i, t, alpha, known, ev_t, ev_j, start_j, sx, sy, out, keys, idx, amt):
     """Agent i's copy minus the mass the agents it has not heard from lately should have consumed since.
 
     Agent r takes ``alpha`` per step; i knows r's log up to the entry at time ``t_r``, while a complete
     graph would have told it up to ``t`` (agents before i in this step's order) or ``t - 1`` (the others).
     The missing ``(t_known - t_r) * alpha`` is taken nearest-first around the sample of r's last known entry
     (where r was then) from ``out``, a scratch copy of ``W[i]``; the copy itself is unchanged, so the real
-    log replaces the estimate at the next contact. Returns ``out``.
+    log replaces the estimate at the next contact. An agent i has never heard of is taken from its start,
+    the sample ``start_j[r]`` nearest to where it began (``-1``: unknown, no estimate). Returns ``out``.
     """
     out[:] = W[i]
     for r in range(known.shape[0]):
-        if r == i or known[i, r] == 0:
+        if r == i:
             continue
-        last = known[i, r] - 1
-        stale = (t if r < i else t - 1) - ev_t[r, last]
+        if known[i, r] == 0:
+            if start_j[r] < 0:
+                continue
+            j, since = start_j[r], 0  # r's first entry is at step 1: it has taken t_known steps' worth
+        else:
+            last = known[i, r] - 1
+            j, since = ev_j[r, last], ev_t[r, last]
+        stale = (t if r < i else t - 1) - since
         if stale >= 1:
-            j = ev_j[r, last]
             consume(sx[j], sy[j], sx, sy, out, stale * alpha, keys, idx, amt)
     return out
 
 
 @numba.njit(cache=True)
 def d2oc_step(pos, t, sx, sy, W, mode, comm_r2, alpha, known, ev_t, ev_j, ev_a, ev_n, consumed, targets, masses,
-              predict=False):
+              predict=False, start_j=None):
     """One D2OC decision for all agents, in the authors' sequential (Gauss-Seidel) agent order.
 
     For agent i: stage B (consume at the observed position, when ``t >= 1``), stage C (merge with the
     agents within ``sqrt(comm_r2)``), stage A-1 (target for the next move). ``W`` is ``(1, M)`` in
     centralised mode (one shared weight vector) and ``(N, M)`` otherwise. ``consumed[i]`` accumulates
     agent i's consumed mass. With ``predict`` (log gossip only), stage A-1 works on
-    :func:`_predicted_copy`. Returns the event arrays (reallocated when they had to grow).
+    :func:`_predicted_copy`, which also estimates the agents never heard of from ``start_j`` (the sample
+    nearest each agent's start; ``None``: unknown). Returns the event arrays (reallocated when they had to grow).
     """
     n_agents = pos.shape[0]
     m = sx.shape[0]
@@ -201,6 +208,7 @@ def d2oc_step(pos, t, sx, sy, W, mode, comm_r2, alpha, known, ev_t, ev_j, ev_a, 
     amt = np.empty(m)
     scratch = np.empty(m)
     predict = predict and mode == MODE_LOG_GOSSIP
+    starts = np.full(n_agents, -1, dtype=np.int64) if start_j is None else start_j
     for i in range(n_agents):
         row = 0 if mode == MODE_CENTRALISED else i
         px, py = pos[i, 0], pos[i, 1]
@@ -232,7 +240,7 @@ def d2oc_step(pos, t, sx, sy, W, mode, comm_r2, alpha, known, ev_t, ev_j, ev_a, 
                         _merge(W, i, q, mode, known, ev_j, ev_a)
         mass = 0.0
         if predict:
-            w = _predicted_copy(W, i, t, alpha, known, ev_t, ev_j, sx, sy, scratch, keys, idx, amt)
+            w = _predicted_copy(W, i, t, alpha, known, ev_t, ev_j, starts, sx, sy, scratch, keys, idx, amt)
             gx, gy, mass = local_target(px, py, sx, sy, w, alpha, keys, idx, amt)
         if mass == 0.0:  # no prediction, or it emptied the copy: the copy itself
             gx, gy, mass = local_target(px, py, sx, sy, W[row], alpha, keys, idx, amt)

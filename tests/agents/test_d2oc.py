@@ -161,17 +161,18 @@ def test_mass_conservation_in_float64():
                 assert mem["known"][i, i] == mem["ev_n"][i]
 
 
-@pytest.mark.parametrize("sharing, predict", [("log_gossip", False), ("min_consensus", False), ("log_gossip", True)])
-def test_decentralised_equals_centralised_at_infinite_radius(sharing, predict):
+@pytest.mark.parametrize("sharing, predict, starts", [("log_gossip", False, False), ("min_consensus", False, False),
+                                                      ("log_gossip", True, False), ("log_gossip", True, True)])
+def test_decentralised_equals_centralised_at_infinite_radius(sharing, predict, starts):
     env = _small_env(n_agents=5)
     central, _ = _run(D2OC(task=env.task, sharing="centralised"), env, seed=3)
-    ctrl = D2OC(task=env.task, sharing=sharing, comm_radius=np.inf, predict_consumption=predict)
+    ctrl = D2OC(task=env.task, sharing=sharing, comm_radius=np.inf, predict_consumption=predict, known_starts=starts)
     decentral, _ = _run(ctrl, env, seed=3)
     np.testing.assert_array_equal(decentral, central)
     W = ctrl.memory()["W"]
     assert np.all(W == W[0])  # every copy is the shared weight vector
     # with a small radius the copies disagree, so the claim above is not vacuous
-    ctrl = D2OC(task=env.task, sharing=sharing, comm_radius=1.0, predict_consumption=predict)
+    ctrl = D2OC(task=env.task, sharing=sharing, comm_radius=1.0, predict_consumption=predict, known_starts=starts)
     local, _ = _run(ctrl, env, seed=3)
     assert not np.array_equal(local, central)
 
@@ -198,6 +199,37 @@ def test_predicted_consumption_steers_away_from_an_unheard_agents_area():
     # by its copy A is heavier (d^2 / w^2 ranks it first); agent 0 should have taken 4 alpha of it since t = 1
     np.testing.assert_allclose(targets[False], [0.0, 0.0])
     np.testing.assert_allclose(targets[True], [20.0, 0.0])
+
+
+def test_known_starts_let_the_prediction_cover_an_agent_never_met():
+    # The layout above, but the agents never meet: only the start of agent 0 (at A, sample 0) tells agent 1
+    # that A has been drained by 5 alpha since.
+    sx, sy = np.array([0.0, 20.0, 10.0]), np.zeros(3)
+    beta = np.array([6, 4, 5]) / 16
+    pos = np.array([[0.0, 0.0], [10.0, 0.0]])
+    targets = {}
+    for start_j in (None, np.array([0, 2])):
+        W = np.tile(beta, (2, 1))
+        known, ev_n = np.zeros((2, 2), np.int64), np.zeros(2, np.int64)
+        ev = (np.zeros((2, 4), np.int64), np.zeros((2, 4), np.int64), np.zeros((2, 4)))
+        consumed, tg, masses = np.zeros(2), np.zeros((2, 2)), np.zeros(2)
+        for t in range(1, 6):
+            ev = kernels.d2oc_step(pos, t, sx, sy, W, kernels.MODE_LOG_GOSSIP, 0.0, 1 / 16, known, *ev, ev_n, consumed,
+                                   tg, masses, True, start_j)
+        assert known[1, 0] == 0
+        np.testing.assert_array_equal(W[1], np.array([6, 4, 0]) / 16)
+        targets[start_j is not None] = tg[1].copy()
+    np.testing.assert_allclose(targets[False], [0.0, 0.0])  # never met and no start: no estimate of agent 0
+    np.testing.assert_allclose(targets[True], [20.0, 0.0])
+    # through the controller: the start samples are the ones nearest the agents' first positions
+    env = _small_env(n_agents=3)
+    ctrl = D2OC(task=env.task, predict_consumption=True, known_starts=True)
+    obs, _ = env.reset(seed=1)
+    ctrl.predict(obs)
+    first = ctrl.positions(np.asarray(obs, dtype=np.float64))
+    samples = env.task.density.samples
+    expect = [int(np.argmin(((samples - p) ** 2).sum(axis=1))) for p in first]
+    assert ctrl.memory()["start_j"].tolist() == expect
 
 
 def test_w2_decreases_over_time_and_beats_lloyd():
@@ -307,6 +339,7 @@ def test_predict_batches_and_save_load_round_trip(tmp_path):
     (D2OC, {"sharing": "telepathy"}, "sharing"),
     (D2OC, {"comm_radius": 0.0}, "comm_radius"),
     (D2OC, {"sharing": "min_consensus", "predict_consumption": True}, "predict_consumption needs"),
+    (D2OC, {"known_starts": True}, "known_starts needs predict_consumption"),
     (D2OC, {"horizon": 0}, "horizon"),
     (D2OC, {"R": np.zeros((2, 2))}, "R must be positive definite"),
     (Lloyd, {"grid_size": 0}, "grid_size"),

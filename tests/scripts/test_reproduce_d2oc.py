@@ -16,7 +16,7 @@ def test_reproduce_d2oc_small_run_writes_table_and_radius_rows(tmp_path, load_sc
         assert len(per["SMC"]["final_w2"]) == 2
     assert len(list(out.glob("coverage_*.png"))) == 3
     # the many-start gap estimate: both decentralised variants, a point inside its interval
-    assert "over 3 starts" in text and "D2OC predicted" in text
+    assert "over 3 starts" in text and "D2OC predicted" in text and "D2OC predicted+starts" in text
     for dens, gaps in results["gaps"].items():
         for name, (gap, lo, hi) in gaps.items():
             assert lo <= gap <= hi, (dens, name)
