@@ -249,7 +249,8 @@ class IQN(OffPolicyAlgorithm):
         :param next_obs: next observations.
         :param rewards: ``[B, 1]`` or ``[B, H]``.
         :param dones: ``[B, 1]`` termination flags (timeouts excluded by the buffer).
-        :param discounts: ``gamma``, ``[B, 1]`` (n-step buffers) or ``[1, 1, H]`` (one per head, see :meth:`_discounts`).
+        :param discounts: ``gamma``, ``[B, 1]`` (n-step buffers) or ``[1, 1, H]`` (one per head, see
+            :meth:`_discounts`).
         :param tau_next: target fractions ``[B, N']``.
         """
         batch = dones.shape[0]
