@@ -108,7 +108,7 @@ class CosineTauEmbedding(nn.Module):
 
 
 class ImplicitQuantileNetwork(BasePolicy):
-    """Quantiles ``Z(s, a; tau)`` for ``n_heads`` heads, on a shared trunk.
+    """Quantiles ``Z(s, a; tau)`` for ``n_heads`` heads, on a shared trunk or one trunk per head.
 
     :param observation_space: observation space.
     :param action_space: discrete action space.
@@ -119,6 +119,9 @@ class ImplicitQuantileNetwork(BasePolicy):
     :param n_cos: cosine features of the tau embedding (64 in IQN).
     :param activation_fn: activation of the trunk and the head.
     :param normalize_images: divide image observations by 255.
+    :param separate_trunks: one state embedding, tau embedding and hidden layers per head (``psi``, ``phi``
+        and ``head`` become lists), so no head's loss shapes another's features; the features extractor
+        stays shared. ``False`` (default): one trunk, the heads are the last layer's outputs.
     """
 
     action_space: spaces.Discrete
@@ -134,6 +137,7 @@ class ImplicitQuantileNetwork(BasePolicy):
         n_cos: int = 64,
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
+        separate_trunks: bool = False,
     ):
         super().__init__(observation_space, action_space, features_extractor=features_extractor,
                          normalize_images=normalize_images)
@@ -149,22 +153,43 @@ class ImplicitQuantileNetwork(BasePolicy):
         self.features_dim = features_dim
         self.n_actions = int(action_space.n)
         d = net_arch[0]
-        self.psi = nn.Sequential(nn.Linear(features_dim, d), activation_fn())
-        self.phi = CosineTauEmbedding(n_cos, d)
-        self.head = nn.Sequential(*create_mlp(d, n_heads * self.n_actions, net_arch[1:], activation_fn))
+        self.separate_trunks = bool(separate_trunks)
+
+        def trunk(n_out: int):
+            return (nn.Sequential(nn.Linear(features_dim, d), activation_fn()), CosineTauEmbedding(n_cos, d),
+                    nn.Sequential(*create_mlp(d, n_out, net_arch[1:], activation_fn)))
+
+        if self.separate_trunks:
+            psi, phi, head = zip(*(trunk(self.n_actions) for _ in range(n_heads)))
+            self.psi, self.phi, self.head = nn.ModuleList(psi), nn.ModuleList(phi), nn.ModuleList(head)
+        else:
+            self.psi, self.phi, self.head = trunk(n_heads * self.n_actions)
 
     def embed(self, obs: PyTorchObs) -> th.Tensor:
-        """State embedding ``psi(s)``, ``[B, d]``; reuse it for several tau sets."""
-        return self.psi(self.extract_features(obs, self.features_extractor))
+        """State embedding ``psi(s)``, ``[B, d]`` (``[B, H, d]`` with separate trunks); reuse it for several
+        tau sets."""
+        features = self.extract_features(obs, self.features_extractor)
+        if self.separate_trunks:
+            return th.stack([psi(features) for psi in self.psi], dim=1)
+        return self.psi(features)
 
     def quantiles(self, psi: th.Tensor, *taus: th.Tensor) -> th.Tensor:
         """Quantiles at one or several fraction sets, concatenated along the fraction axis.
 
-        :param psi: state embedding ``[B, d]``.
+        :param psi: state embedding ``[B, d]`` (``[B, H, d]`` with separate trunks).
         :param taus: fraction sets, each ``[N]`` (shared by the batch: embedded once) or ``[B, N]``.
         :return: ``[B, sum N, H, A]``; several sets go through the head in one pass.
         """
-        phis = [self.phi.constant(t) if t.dim() == 1 else self.phi(t) for t in taus]
+        if self.separate_trunks:
+            return th.stack([self._product_head(psi[:, k], self.phi[k], self.head[k], taus)
+                             for k in range(self.n_heads)], dim=2)
+        out = self._product_head(psi, self.phi, self.head, taus)
+        return out.view(psi.shape[0], out.shape[1], self.n_heads, self.n_actions)
+
+    @staticmethod
+    def _product_head(psi: th.Tensor, phi_net: CosineTauEmbedding, head: nn.Module, taus) -> th.Tensor:
+        """``head(psi(s) * phi(tau))`` for one trunk: ``[B, sum N, outputs]``."""
+        phis = [phi_net.constant(t) if t.dim() == 1 else phi_net(t) for t in taus]
         phis = [phi.unsqueeze(0) if phi.dim() == 2 else phi for phi in phis]
         if len(phis) == 1:
             h = psi.unsqueeze(1) * phis[0]
@@ -176,8 +201,7 @@ class ImplicitQuantileNetwork(BasePolicy):
             for phi in phis:
                 th.mul(psi.unsqueeze(1), phi, out=h[:, start:start + phi.shape[1]])
                 start += phi.shape[1]
-        out = self.head(h)
-        return out.view(psi.shape[0], out.shape[1], self.n_heads, self.n_actions)
+        return head(h)
 
     def forward(self, obs: PyTorchObs, taus: th.Tensor) -> th.Tensor:
         return self.quantiles(self.embed(obs), taus)
@@ -189,7 +213,7 @@ class ImplicitQuantileNetwork(BasePolicy):
         data = super()._get_constructor_parameters()
         data.update({"net_arch": self.net_arch, "features_dim": self.features_dim, "n_heads": self.n_heads,
                          "n_cos": self.n_cos, "activation_fn": self.activation_fn,
-                         "features_extractor": self.features_extractor})
+                         "features_extractor": self.features_extractor, "separate_trunks": self.separate_trunks})
         return data
 
 
@@ -261,6 +285,7 @@ class IQNPolicy(BasePolicy):
     :param normalize_images: divide image observations by 255.
     :param optimizer_class: optimiser (Adam).
     :param optimizer_kwargs: optimiser keyword arguments, learning rate excluded.
+    :param separate_trunks: one trunk per head (see :class:`ImplicitQuantileNetwork`; default shared).
     """
 
     quantile_net: ImplicitQuantileNetwork
@@ -282,6 +307,7 @@ class IQNPolicy(BasePolicy):
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
+        separate_trunks: bool = False,
     ):
         super().__init__(observation_space, action_space, features_extractor_class, features_extractor_kwargs,
                          optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs,
@@ -298,9 +324,10 @@ class IQNPolicy(BasePolicy):
         self.net_arch = net_arch
         self.n_cos = n_cos
         self.activation_fn = activation_fn
+        self.separate_trunks = bool(separate_trunks)
         self.net_args = {"observation_space": self.observation_space, "action_space": self.action_space,
                              "n_heads": n_heads, "net_arch": net_arch, "n_cos": n_cos, "activation_fn": activation_fn,
-                             "normalize_images": normalize_images}
+                             "normalize_images": normalize_images, "separate_trunks": self.separate_trunks}
         self.register_buffer("act_taus", tau_grid(n_quantiles_act) * self.risk_eta, persistent=False)
         self._build(lr_schedule)
 
@@ -331,6 +358,7 @@ class IQNPolicy(BasePolicy):
         data.update({"n_heads": self.n_heads, "n_quantiles_act": self.n_quantiles_act, "risk_eta": self.risk_eta,
                          "net_arch": self.net_arch,
                          "n_cos": self.n_cos, "activation_fn": self.activation_fn, "lr_schedule": self._dummy_schedule,
+                         "separate_trunks": self.separate_trunks,
                          "optimizer_class": self.optimizer_class, "optimizer_kwargs": self.optimizer_kwargs,
                          "features_extractor_class": self.features_extractor_class,
                          "features_extractor_kwargs": self.features_extractor_kwargs})

@@ -74,9 +74,13 @@ class QDIQN(IQN):
       Szepesvari (ICML 1998) applied quantile by quantile (ours). Without it, ``safety > ... > progress``
       has standing still as its optimum wherever a stopped car is never hit: any motion lowers the safety
       return a little (TTC shaping), and a small ``delta`` lets that difference prune every moving action.
-    - ``objective_weights``: the per-objective loss weights ``w_k`` (default all 1). The heads share the
-      trunk, so these weights set how much each objective's error shapes its features: a safety return in
-      ``[-1, 0]`` gives much smaller quantile-Huber gradients than a progress return in the hundreds.
+    - ``objective_weights``: the per-objective loss weights ``w_k`` (default all 1). On a shared trunk these
+      weights set how much each objective's error shapes the features: a safety return in ``[-1, 0]`` gives
+      much smaller quantile-Huber gradients than a progress return in the hundreds.
+    - ``policy_kwargs={"separate_trunks": True}``: one trunk (state embedding, tau embedding, hidden layers)
+      per objective, so no objective's loss shapes another's features, at m times the network cost. Default
+      shared, as one IQN with m outputs. On the route comparison (seeds 0..4, equal loss weights) it gave
+      collision 0.31 / success 0.50 against 0.34 / 0.44 shared with weights 50:5:1:0.2 (config comments).
     - ``objective_gammas``: one discount per objective (default ``None``: ``gamma`` for all). A Pr-MOMDP may
       give its objectives different horizons, which a scalarised agent cannot (its one return has one
       discount). On the route scenario neither direction helped the safety head (collision / success rate,

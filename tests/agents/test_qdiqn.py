@@ -239,6 +239,32 @@ def test_qdiqn_save_load_identical_predict_and_callbacks(tmp_path):
     loaded.learn(100)
 
 
+def test_separate_trunks_keep_each_heads_loss_out_of_the_other_heads(tmp_path):
+    model = QDIQN("MlpPolicy", SafeOrFast(), seed=0, **{**FAST, "policy_kwargs": {"net_arch": [16, 16],
+                                                                                   "separate_trunks": True}})
+    net = model.policy.quantile_net
+    assert len(net.psi) == len(net.phi) == len(net.head) == 2
+    obs, taus = th.rand(5, 4), th.rand(5, 7)
+    z = net(obs, taus)
+    assert z.shape == (5, 7, 2, 3)
+    z[:, :, 0].sum().backward()  # the safety head's output only
+    for k, touched in ((0, True), (1, False)):
+        grads = [p.grad for part in (net.psi[k], net.phi[k], net.head[k]) for p in part.parameters()]
+        assert all((g is not None and g.abs().sum() > 0) == touched for g in grads), k
+    # the same sets in one pass as separately (the target's selection and evaluation fractions)
+    with th.no_grad():
+        psi = net.embed(obs)
+        both = net.quantiles(psi, model.policy.act_taus, taus)
+        assert th.allclose(both[:, :16], net.quantiles(psi, model.policy.act_taus), atol=1e-6)
+        assert th.allclose(both[:, 16:], net.quantiles(psi, taus), atol=1e-6)
+    model.learn(300)
+    model.save(tmp_path / "qd")
+    loaded = QDIQN.load(tmp_path / "qd")
+    assert loaded.policy.quantile_net.separate_trunks
+    obs = np.random.default_rng(0).uniform(size=(32, 4)).astype(np.float32)
+    assert np.array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+
+
 def test_risk_eta_puts_the_acting_grid_on_the_lower_tail():
     model = QDIQN("MlpPolicy", SafeOrFast(), risk_eta=0.25, n_quantiles_act=4, learning_starts=10, seed=0)
     assert th.allclose(model.policy.act_taus, th.tensor([0.03125, 0.09375, 0.15625, 0.21875]))
