@@ -171,24 +171,14 @@ class QDIQN(IQN):
     def _setup_model(self) -> None:
         self.preorder = self._resolve_preorder()
         m = self.preorder.m
-        delta = self.delta
-        delta = (float(delta),) * m if isinstance(delta, (int, float)) else tuple(float(x) for x in delta)
-        if len(delta) != m or any(d < 0 for d in delta):
-            raise ValueError(f"delta needs {m} non-negative margins ({', '.join(self.preorder.objectives)}), "
-                             f"got {self.delta}")
-        self.delta = delta
-        weights = (1.0,) * m if self.objective_weights is None else tuple(float(w) for w in self.objective_weights)
-        if len(weights) != m:
-            raise ValueError(f"objective_weights needs {m} entries ({', '.join(self.preorder.objectives)}), "
-                             f"got {self.objective_weights}")
-        self.objective_weights = weights
+        delta = (self.delta,) * m if isinstance(self.delta, (int, float)) else self.delta
+        self.delta = self._per_objective("delta", delta, "non-negative margins", lambda d: float(d) >= 0)
+        weights = (1.0,) * m if self.objective_weights is None else self.objective_weights
+        self.objective_weights = self._per_objective("objective_weights", weights, "entries")
         if self.objective_gammas is not None:
-            gammas = tuple(self.objective_gammas)
-            if len(gammas) != m or not all(isinstance(g, (int, float)) and not isinstance(g, bool) and 0.0 <= g <= 1.0
-                                           for g in gammas):
-                raise ValueError(f"objective_gammas needs {m} discounts in [0, 1] "
-                                 f"({', '.join(self.preorder.objectives)}), got {self.objective_gammas}")
-            self.objective_gammas = tuple(float(g) for g in gammas)
+            self.objective_gammas = self._per_objective(
+                "objective_gammas", self.objective_gammas, "discounts in [0, 1]",
+                lambda g: isinstance(g, (int, float)) and not isinstance(g, bool) and 0.0 <= g <= 1.0)
         if self.replay_buffer_class is None:
             from morl.buffers import MOReplayBuffer
 
@@ -200,7 +190,7 @@ class QDIQN(IQN):
         self.policy_kwargs.update(preorder=self.preorder, theta=self.theta, delta=self.delta, tie_break=self.tie_break,
                                   thresholds=self.thresholds)
         super()._setup_model()
-        self._weights_t = th.tensor(weights, dtype=th.float32, device=self.device)
+        self._weights_t = th.tensor(self.objective_weights, dtype=th.float32, device=self.device)
         self._gammas_t = None if self.objective_gammas is None else th.tensor(
             self.objective_gammas, dtype=th.float32, device=self.device).view(1, 1, m)
         # Level of each objective, and an all-true row, for the per-objective target.
@@ -211,6 +201,16 @@ class QDIQN(IQN):
         self._level_of = th.tensor(level_of, dtype=th.long, device=self.device)
         self._subset_size_sum = th.zeros((), device=self.device)
         self._subset_size_count = 0
+
+    def _per_objective(self, name: str, values, what: str, valid=None) -> tuple[float, ...]:
+        """``values`` as one float per objective, or a ValueError naming ``name``, the objectives and ``values``.
+
+        :param valid: test of each given value (default: none beyond ``float`` taking it).
+        """
+        m, given = self.preorder.m, tuple(values)
+        if len(given) != m or (valid is not None and not all(valid(v) for v in given)):
+            raise ValueError(f"{name} needs {m} {what} ({', '.join(self.preorder.objectives)}), got {values}")
+        return tuple(float(v) for v in given)
 
     # ------------------------------------------------------------------ training hooks
     def _rewards(self, replay_data) -> th.Tensor:
