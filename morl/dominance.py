@@ -182,7 +182,7 @@ def _beats(z, d, objs, start, stop, b, i, j, need):
 
 
 @numba.njit(cache=True)
-def _level_subsets_kernel(z, d, means, ptr, objs, need, valid, tol):
+def level_subsets_kernel(z, d, means, ptr, objs, need, valid, tol):
     """Candidate masks ``[L, B, A]``, one state at a time, comparing only the pairs of current candidates.
 
     Same steps as :func:`_level_subsets_torch`, in the same float arithmetic: dominance as an integer
@@ -241,17 +241,24 @@ def _level_subsets_kernel(z, d, means, ptr, objs, need, valid, tol):
     return out
 
 
+def kernel_constants(preorder: Preorder, theta: float, k: int, dtype: torch.dtype):
+    """The constant arguments of :func:`level_subsets_kernel` for ``k`` quantiles of ``dtype``:
+    ``(ptr, objs, need, tol)`` (levels as CSR arrays, fewest wins, the fallback's tie margin)."""
+    ptr, objs = _level_arrays(tuple(tuple(lv) for lv in preorder.level_indices))
+    need = _min_wins(k, check_theta(theta), dtype)
+    tol = np.array([1e-5, 1.0, -np.inf], dtype=torch.empty((), dtype=dtype).numpy().dtype)
+    return ptr, objs, need, tol
+
+
 def _level_subsets_cpu(z: torch.Tensor, preorder: Preorder, theta: float, delta, cand: torch.Tensor) -> list[torch.Tensor]:
     """:func:`level_subsets` on CPU through the numba kernel: the same masks as the torch code (the tests
     check it), at a fraction of the cost for the few states of acting and the small Bellman-target
     batches, where the torch code spends its time dispatching many small operations."""
     d = _delta_tensor(delta, z.shape[1], z)
-    need = _min_wins(z.shape[3], check_theta(theta), z.dtype)
+    ptr, objs, need, tol = kernel_constants(preorder, theta, z.shape[3], z.dtype)
     means = z.detach().mean(dim=-1)  # the torch code's means, so the fallback sees the same floats
-    ptr, objs = _level_arrays(tuple(tuple(lv) for lv in preorder.level_indices))
-    tol = np.array([1e-5, 1.0, -np.inf], dtype=means.numpy().dtype)
     # numpy views of the tensors, strided ones included (numba reads any strides): no copies.
-    out = _level_subsets_kernel(z.detach().numpy(), d.detach().numpy(), means.numpy(), ptr, objs, need, cand.numpy(), tol)
+    out = level_subsets_kernel(z.detach().numpy(), d.detach().numpy(), means.numpy(), ptr, objs, need, cand.numpy(), tol)
     return list(torch.from_numpy(out).unbind(0))
 
 

@@ -40,7 +40,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from morl.dominance import optimal_subset
+from morl.dominance import kernel_constants, level_subsets_kernel, optimal_subset
 from morl.preorder import Preorder
 
 __all__ = [
@@ -262,6 +262,39 @@ def _masked_argmax_kernel(mean_z, score_objs, mask):
     return out
 
 
+@numba.njit(cache=True)
+def _select_kernel(z, caps, d, ptr, objs, need, tol, score_objs):
+    """:meth:`QDIQNPolicy.select` of the mean tie-breaks in one call: from quantiles ``z [B, K, m, A]``, the
+    optimal subset of ``min(z, caps)`` (``level_subsets_kernel``, its fallback on the capped means) and the
+    masked argmax of the uncapped means (``_masked_argmax_kernel``). ``caps [m]`` is ``inf`` where an
+    objective has no threshold; a NaN quantile stays NaN, as under ``torch.minimum``.
+
+    :return: ``(actions [B], subset mask [B, A])``.
+    """
+    n_b, n_k, m, n_a = z.shape
+    zc = np.empty((n_b, m, n_a, n_k), dtype=z.dtype)  # the layout level_subsets_kernel reads
+    means_c = np.empty((n_b, m, n_a), dtype=z.dtype)
+    means = np.empty((n_b, m, n_a), dtype=z.dtype)
+    zero = np.zeros(1, dtype=z.dtype)[0]
+    for b in range(n_b):
+        for k in range(m):
+            cap = caps[k]
+            for a in range(n_a):
+                s = zero
+                s_c = zero
+                for q in range(n_k):
+                    v = z[b, q, k, a]
+                    v_c = cap if v > cap else v
+                    zc[b, k, a, q] = v_c
+                    s += v
+                    s_c += v_c
+                means[b, k, a] = s / n_k
+                means_c[b, k, a] = s_c / n_k
+    valid = np.ones((n_b, n_a), dtype=np.bool_)
+    mask = level_subsets_kernel(zc, d, means_c, ptr, objs, need, valid, tol)[-1]
+    return _masked_argmax_kernel(means, score_objs, mask), mask
+
+
 class IQNPolicy(BasePolicy):
     """Online and target implicit quantile networks; acts greedily on the mean over heads and taus.
 
@@ -365,8 +398,38 @@ class IQNPolicy(BasePolicy):
         return data
 
     def set_training_mode(self, mode: bool) -> None:
-        self.quantile_net.set_training_mode(mode)
+        """``train(mode)`` on the online network (the target network stays in eval mode).
+
+        SB3 switches the mode twice per rollout/train cycle, and ``nn.Module.train`` (a recursion through
+        ``__setattr__``) costs about as much as a forward pass of these small networks. Where no module
+        overrides ``train`` all it changes is each module's ``training`` flag, so the flags are set in one
+        loop over the modules, listed at the first call.
+        """
+        modules = self.__dict__.get("_mode_modules")
+        if modules is None:
+            modules = list(self.quantile_net.modules())
+            if any(type(module).train is not nn.Module.train for module in modules):
+                modules = []  # a module with its own train(): always go through it
+            self.__dict__["_mode_modules"] = modules
+        if modules:
+            for module in modules:
+                module.__dict__["training"] = mode
+        else:
+            self.quantile_net.set_training_mode(mode)
         self.training = mode
+
+    @property
+    def device(self) -> th.device:
+        """The device of the parameters. SB3 finds it by walking the parameters at every call, i.e. at every
+        ``predict``; here it is kept until the policy moves (``to``, ``cuda``, ``cpu``: :meth:`_apply`)."""
+        device = self.__dict__.get("_device")
+        if device is None:
+            device = self.__dict__["_device"] = super().device
+        return device
+
+    def _apply(self, *args, **kwargs):
+        self.__dict__.pop("_device", None)
+        return super()._apply(*args, **kwargs)
 
 
 def check_thresholds(thresholds, preorder: Preorder) -> tuple[float | None, ...] | None:
@@ -428,8 +491,9 @@ class QDIQNPolicy(IQNPolicy):
         self.register_buffer("last_level", th.tensor(preorder.level_indices[-1], dtype=th.long), persistent=False)
         # The objectives whose means score the actions inside the subset (the mean tie-breaks), for the CPU kernel.
         self._score_objs = np.array(preorder.level_indices[-1] if tie_break == "lowest_mean" else range(m), dtype=np.int64)
-        # Running sum of acting-subset sizes (a tensor: no device sync in the acting loop).
-        self.subset_size_sum = th.zeros((), device=self.device)
+        self._kernel_cache: dict = {}
+        # Running sum of acting-subset sizes (a tensor on devices other than the CPU: no sync in the acting loop).
+        self.subset_size_sum: float | th.Tensor = 0.0
         self.subset_size_count = 0
 
     def dominance_quantiles(self, z: th.Tensor) -> th.Tensor:
@@ -444,16 +508,36 @@ class QDIQNPolicy(IQNPolicy):
 
     def select(self, z: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """One action per state from ``z [B, K, m, A]``: ``(actions [B], subset mask [B, A])``."""
+        if self.tie_break != "random" and z.device.type == "cpu" and z.dtype in (th.float32, th.float64):
+            # One numba call instead of about twenty small tensor operations (acting calls this at every env
+            # step); the tests check it against the tensor code below.
+            actions, mask = _select_kernel(z.detach().numpy(), *self._kernel_args(z.shape[1], z.dtype), self._score_objs)
+            return th.from_numpy(actions), th.from_numpy(mask)
         mask = self.subset(z)
         mean_z = z.detach().mean(dim=1)
-        if self.tie_break != "random" and mean_z.device.type == "cpu" and mean_z.dtype in (th.float32, th.float64):
-            # One numba call instead of five small tensor operations (acting calls this at every env step).
-            return th.from_numpy(_masked_argmax_kernel(mean_z.numpy(), self._score_objs, mask.numpy())), mask
         return masked_argmax(tie_break_scores(mean_z, self.tie_break, self.last_level), mask), mask
+
+    def _kernel_args(self, k: int, dtype: th.dtype) -> tuple:
+        """``(caps, delta, ptr, objs, need, tol)`` of :func:`_select_kernel` for ``k`` quantiles of ``dtype``."""
+        key = (k, dtype)
+        if key not in self._kernel_cache:
+            np_dtype = th.empty((), dtype=dtype).numpy().dtype
+            caps = np.array([np.inf if t is None else t for t in (self.thresholds or (None,) * self.preorder.m)],
+                            dtype=np_dtype)
+            self._kernel_cache[key] = (caps, np.array(self.delta, dtype=np_dtype),
+                                       *kernel_constants(self.preorder, self.theta, k, dtype))
+        return self._kernel_cache[key]
+
+    @staticmethod
+    def mean_size(mask: th.Tensor) -> float | th.Tensor:
+        """Mean subset size of ``mask [B, A]``: a float on CPU, a tensor elsewhere (no device sync)."""
+        if mask.device.type == "cpu":
+            return float(mask.numpy().sum()) / mask.shape[0]
+        return mask.sum(dim=1).float().mean()
 
     def _predict(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
         actions, mask = self.select(self.act_quantiles(obs))
-        self.subset_size_sum = self.subset_size_sum.to(mask.device) + mask.sum(dim=1).float().mean()
+        self.subset_size_sum = self.subset_size_sum + self.mean_size(mask)
         self.subset_size_count += 1
         return actions
 

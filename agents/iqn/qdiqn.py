@@ -199,7 +199,7 @@ class QDIQN(IQN):
             for k in level:
                 level_of[k] = li
         self._level_of = th.tensor(level_of, dtype=th.long, device=self.device)
-        self._subset_size_sum = th.zeros((), device=self.device)
+        self._subset_size_sum: float | th.Tensor = 0.0  # see QDIQNPolicy.mean_size
         self._subset_size_count = 0
 
     def _per_objective(self, name: str, values, what: str, valid=None) -> tuple[float, ...]:
@@ -234,13 +234,13 @@ class QDIQN(IQN):
         batch, m = z_select.shape[0], z_select.shape[2]
         if self.target_mode == "shared":
             actions, mask = self.policy.select(z_select)
-            self._subset_size_sum = self._subset_size_sum + mask.sum(dim=1).float().mean()
+            self._subset_size_sum = self._subset_size_sum + self.policy.mean_size(mask)
             self._subset_size_count += 1
             return actions.unsqueeze(1).expand(batch, m)
         # per_objective: admissible set of objective k = subset after the levels strictly above k.
         subsets = level_subsets(self.policy.dominance_quantiles(z_select).permute(0, 2, 3, 1), self.preorder,
                                 self.theta, self.policy.delta_t)
-        self._subset_size_sum = self._subset_size_sum + subsets[-1].sum(dim=1).float().mean()
+        self._subset_size_sum = self._subset_size_sum + self.policy.mean_size(subsets[-1])
         self._subset_size_count += 1
         before = th.stack([th.ones_like(subsets[0]), *subsets[:-1]], dim=1)  # [B, L, A]
         admissible = before.index_select(1, self._level_of)  # [B, m, A]
@@ -251,13 +251,13 @@ class QDIQN(IQN):
 
     def _record_train_stats(self) -> None:
         if self._subset_size_count:
-            self.logger.record("train/optimal_subset_size", (self._subset_size_sum / self._subset_size_count).item())
-            self._subset_size_sum = th.zeros((), device=self.device)
+            self.logger.record("train/optimal_subset_size", float(self._subset_size_sum / self._subset_size_count))
+            self._subset_size_sum = 0.0
             self._subset_size_count = 0
         if self.policy.subset_size_count:
             self.logger.record("rollout/optimal_subset_size",
-                               (self.policy.subset_size_sum / self.policy.subset_size_count).item())
-            self.policy.subset_size_sum = th.zeros((), device=self.device)
+                               float(self.policy.subset_size_sum / self.policy.subset_size_count))
+            self.policy.subset_size_sum = 0.0
             self.policy.subset_size_count = 0
 
     def _excluded_save_params(self) -> list[str]:

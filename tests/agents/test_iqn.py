@@ -108,6 +108,29 @@ def test_quantile_huber_loss_gradient_matches_autograd_of_the_formula(kappa):
     assert th.allclose(ours.grad, ref.grad, atol=1e-6)
 
 
+@pytest.mark.parametrize("kappa", [1.0, 0.3, 0.0])
+@pytest.mark.parametrize("dtype", [th.float32, th.float64])
+@pytest.mark.parametrize("shared_taus", [False, True])
+def test_quantile_huber_cpu_kernel_matches_the_tensor_code(kappa, dtype, shared_taus):
+    # On CPU the loss runs a fused numba kernel; other devices run the tensor code. Same losses and gradients,
+    # with ties (delta = 0, |delta| = kappa), two head axes, and fractions shared by the batch or per sample.
+    from agents.iqn.losses import _per_sample_torch
+
+    g = th.Generator().manual_seed(2)
+    current = ((th.randn(5, 7, 2, 3, generator=g) * 4).round() / 4).to(dtype)
+    target = ((th.randn(5, 6, 2, 3, generator=g) * 4).round() / 4).to(dtype)
+    taus = th.rand(7, generator=g) if shared_taus else th.rand(5, 7, generator=g)
+    weights = th.rand(5, 2, 3, generator=g).to(dtype)
+    ours, ref = current.clone().requires_grad_(), current.clone().requires_grad_()
+    loss = quantile_huber_loss(ours, target, taus, kappa, reduction="none")
+    expected = _per_sample_torch(ref, target, taus.unsqueeze(0) if shared_taus else taus, kappa)
+    assert loss.shape == (5, 2, 3) and loss.dtype == dtype
+    assert th.allclose(loss, expected, rtol=1e-5, atol=1e-6)
+    (loss * weights).sum().backward()
+    (expected * weights).sum().backward()
+    assert th.allclose(ours.grad, ref.grad, rtol=1e-5, atol=1e-7)
+
+
 def test_quantile_huber_loss_rejects_bad_shapes():
     with pytest.raises(ValueError, match="taus"):
         quantile_huber_loss(th.zeros(2, 3), th.zeros(2, 4), th.zeros(2, 4))
@@ -245,6 +268,32 @@ def test_ensemble_acts_on_mean_of_heads():
         expected = z.mean(dim=(1, 2)).argmax(dim=1).numpy()
     actions, _ = model.predict(obs.numpy(), deterministic=True)
     assert np.array_equal(actions, expected)
+
+
+def test_training_mode_reaches_every_module_and_device_follows_the_policy():
+    # The policy sets the modules' training flags in one loop, and keeps its device until it moves.
+    policy = IQN("MlpPolicy", "CartPole-v1", seed=0).policy
+    net = policy.quantile_net
+    for mode in (True, False, True):
+        policy.set_training_mode(mode)
+        assert policy.training == mode and all(m.training == mode for m in net.modules())
+    assert not any(m.training for m in policy.quantile_net_target.modules())  # the target stays in eval mode
+    assert policy.device == th.device("cpu")
+    policy.to("meta")
+    assert policy.device == th.device("meta")
+
+    class OwnTrain(th.nn.Identity):
+        calls: list = []
+
+        def train(self, mode=True):
+            OwnTrain.calls.append(mode)
+            return super().train(mode)
+
+    policy = IQN("MlpPolicy", "CartPole-v1", seed=0).policy
+    policy.quantile_net.psi.append(OwnTrain())  # a module with its own train(): it must still be called
+    policy.set_training_mode(False)
+    policy.set_training_mode(True)
+    assert OwnTrain.calls == [False, True] and all(m.training for m in policy.quantile_net.modules())
 
 
 # ---------------------------------------------------------------------------------------------- SB3 API

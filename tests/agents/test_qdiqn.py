@@ -340,6 +340,30 @@ def test_cpu_select_kernel_matches_the_tensor_tie_break(tie_break):
     assert th.equal(actions, masked_argmax(scores, subset)) and bool(subset[th.arange(64), actions].all())
 
 
+@pytest.mark.parametrize("thresholds", [None, (-0.5, None, 0.5)])
+@pytest.mark.parametrize("dtype", [th.float32, th.float64])
+def test_fused_select_kernel_matches_the_subset_and_tie_break_it_replaces(thresholds, dtype):
+    # On CPU select() is one numba call; it must give optimal_subset's mask (of the quantiles capped at the
+    # thresholds) and the tensor tie-break's action, with ties, cycles (theta < 1), NaN and inf quantiles.
+    from agents.iqn.policies import QDIQNPolicy, masked_argmax, tie_break_scores
+    from morl.dominance import optimal_subset
+
+    policy = QDIQNPolicy(spaces.Box(-1, 1, (2,)), spaces.Discrete(5), lambda _: 1e-3, preorder="a > b, c",
+                         theta=0.6, delta=(0.5, 0.0, 0.0), thresholds=thresholds)
+    g = th.Generator().manual_seed(3)
+    z = ((th.randn(400, 8, 3, 5, generator=g) * 2).round() / 2).to(dtype)  # sums exact: equal means tie exactly
+    z[0, :, 0, 2] = float("nan")
+    z[1, :, 1, 3] = float("inf")
+    z[2, 3, 2, 0] = float("-inf")
+    actions, mask = policy.select(z)
+    expected_mask = optimal_subset(policy.dominance_quantiles(z).permute(0, 2, 3, 1), policy.preorder, 0.6,
+                                   policy.delta_t.to(dtype))
+    assert th.equal(mask, expected_mask)
+    expected = masked_argmax(tie_break_scores(z.mean(dim=1), "lowest_mean", policy.last_level), expected_mask)
+    assert th.equal(actions, expected)
+    assert 1.0 < policy.mean_size(mask) < 5.0  # the subsets are neither trivial nor everything
+
+
 def test_quickstart_runs_the_agents_of_the_driving_comparison():
     """configs/quickstart.yaml says its agents are as in configs/driving_qdiqn.yaml: the grids must agree."""
     import yaml
