@@ -461,12 +461,16 @@ class QDIQNPolicy(IQNPolicy):
     :param thresholds: per-objective satisfaction thresholds (``m`` floats or ``None``; ``None`` = no
         threshold): quantile dominance compares ``min(Z_k, thresholds[k])``, see :class:`~agents.iqn.QDIQN`.
     :param tie_break: one of :data:`TIE_BREAKS`.
+    :param objective_risk_etas: one CVaR level per objective (``None``: ``risk_eta`` for all). The acting grid
+        is then one block of ``K`` fractions on ``(0, eta]`` per distinct level, and objective ``k`` is read
+        on its own block (:meth:`objective_grid`).
     :param kwargs: the :class:`IQNPolicy` parameters (``n_heads`` is set to ``m``).
     """
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Discrete, lr_schedule: Schedule,
                  preorder: Preorder | str | None = None, theta: float = 0.75, delta: tuple[float, ...] | None = None,
-                 tie_break: str = "lowest_mean", thresholds: tuple[float | None, ...] | None = None, **kwargs):
+                 tie_break: str = "lowest_mean", thresholds: tuple[float | None, ...] | None = None,
+                 objective_risk_etas: tuple[float, ...] | None = None, **kwargs):
         if preorder is None:
             raise ValueError("QDIQNPolicy needs a preorder")
         preorder = Preorder.parse(preorder)
@@ -492,9 +496,30 @@ class QDIQNPolicy(IQNPolicy):
         # The objectives whose means score the actions inside the subset (the mean tie-breaks), for the CPU kernel.
         self._score_objs = np.array(preorder.level_indices[-1] if tie_break == "lowest_mean" else range(m), dtype=np.int64)
         self._kernel_cache: dict = {}
+        self.objective_risk_etas = None if objective_risk_etas is None else tuple(float(e) for e in objective_risk_etas)
+        self.register_buffer("grid_index", None, persistent=False)
+        if self.objective_risk_etas is not None:
+            etas = self.objective_risk_etas
+            if len(etas) != m or not all(0.0 < e <= 1.0 for e in etas):
+                raise ValueError(f"objective_risk_etas needs {m} levels in (0, 1] ({', '.join(preorder.objectives)}), "
+                                 f"got {list(objective_risk_etas)}")
+            levels = sorted(set(etas))
+            k = self.n_quantiles_act
+            self.act_taus = th.cat([tau_grid(k) * e for e in levels]).to(self.act_taus.device)
+            # grid_index[q, j]: the fraction of the acting grid where objective j reads its q-th quantile.
+            self.grid_index = th.tensor([[levels.index(e) * k + q for e in etas] for q in range(k)],
+                                        dtype=th.long, device=self.act_taus.device)
         # Running sum of acting-subset sizes (a tensor on devices other than the CPU: no sync in the acting loop).
         self.subset_size_sum: float | th.Tensor = 0.0
         self.subset_size_count = 0
+
+    def objective_grid(self, z: th.Tensor) -> th.Tensor:
+        """Quantiles ``[B, K, m, A]`` on each objective's own grid, from ``z`` on the acting grid (``[B, L K, m, A]``
+        with ``L`` distinct ``objective_risk_etas``); ``z`` itself with one level for all."""
+        if self.grid_index is None:
+            return z
+        b, _, m, a = z.shape
+        return z.gather(1, self.grid_index.view(1, -1, m, 1).expand(b, -1, m, a))
 
     def dominance_quantiles(self, z: th.Tensor) -> th.Tensor:
         """What quantile dominance compares: ``z [B, K, m, A]`` capped at the thresholds (``z`` itself when none)."""
@@ -536,7 +561,7 @@ class QDIQNPolicy(IQNPolicy):
         return mask.sum(dim=1).float().mean()
 
     def _predict(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
-        actions, mask = self.select(self.act_quantiles(obs))
+        actions, mask = self.select(self.objective_grid(self.act_quantiles(obs)))
         self.subset_size_sum = self.subset_size_sum + self.mean_size(mask)
         self.subset_size_count += 1
         return actions
@@ -545,7 +570,7 @@ class QDIQNPolicy(IQNPolicy):
         data = super()._get_constructor_parameters()
         data.pop("n_heads", None)
         data.update({"preorder": self.preorder, "theta": self.theta, "delta": self.delta, "tie_break": self.tie_break,
-                     "thresholds": self.thresholds})
+                     "thresholds": self.thresholds, "objective_risk_etas": self.objective_risk_etas})
         return data
 
 

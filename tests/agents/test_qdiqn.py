@@ -89,6 +89,8 @@ def test_qdiqn_picks_safe_action_where_weighted_sum_iqn_does_not():
     # Subset sizes were logged while learning and in the targets.
     qd.train(gradient_steps=2, batch_size=32)
     assert 1.0 <= qd.logger.name_to_value["train/optimal_subset_size"] <= 3.0
+    assert 1.0 <= qd.logger.name_to_value["rollout/optimal_subset_size"] <= 3.0  # the predict calls above
+    assert qd.policy.subset_size_count == 0 and qd._subset_size_count == 0  # reset once logged
 
 
 # ---------------------------------------------------------------------------------------------- targets
@@ -279,6 +281,35 @@ def test_risk_eta_puts_the_acting_grid_on_the_lower_tail():
         assert model.policy.subset(z.permute(0, 3, 1, 2)).tolist() == [expected]
     with pytest.raises(ValueError, match="risk_eta"):
         QDIQN("MlpPolicy", SafeOrFast(), risk_eta=0.0)
+
+
+@pytest.mark.parametrize("select_taus", ["grid", "sample"])
+def test_objective_risk_etas_read_each_objective_on_its_own_grid(select_taus, tmp_path):
+    model = QDIQN("MlpPolicy", SafeOrFast(), objective_risk_etas=(0.25, 1.0), n_quantiles_act=4, learning_starts=10,
+                  select_taus=select_taus, seed=0)
+    grid = th.tensor([0.125, 0.375, 0.625, 0.875])
+    assert th.allclose(model.policy.act_taus, th.cat([grid * 0.25, grid]))  # one block per distinct level
+    # Objective 0 (safety) reads the (0, 0.25] block, objective 1 the whole distribution.
+    z = th.arange(8.0).view(1, 8, 1, 1).expand(3, 8, 2, 5)
+    z_obj = model.policy.objective_grid(z)
+    assert z_obj.shape == (3, 4, 2, 5)
+    assert z_obj[0, :, 0, 0].tolist() == [0.0, 1.0, 2.0, 3.0] and z_obj[0, :, 1, 0].tolist() == [4.0, 5.0, 6.0, 7.0]
+    assert model._select_taus(6).shape == ((8,) if select_taus == "grid" else (6, 8))
+    model.learn(200)  # acting and the targets run on the two-block grid
+    model.save(tmp_path / "qd")
+    loaded = QDIQN.load(tmp_path / "qd")
+    assert loaded.policy.objective_risk_etas == (0.25, 1.0) and th.equal(loaded.policy.act_taus, model.policy.act_taus)
+    obs = np.random.default_rng(0).uniform(size=(16, 4)).astype(np.float32)
+    assert np.array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    # One level for every objective is the scalar risk_eta.
+    same = QDIQN("MlpPolicy", SafeOrFast(), objective_risk_etas=(0.25, 0.25), n_quantiles_act=4, seed=0)
+    scalar = QDIQN("MlpPolicy", SafeOrFast(), risk_eta=0.25, n_quantiles_act=4, seed=0)
+    assert th.equal(same.policy.act_taus, scalar.policy.act_taus)
+    assert np.array_equal(same.predict(obs, deterministic=True)[0], scalar.predict(obs, deterministic=True)[0])
+    with pytest.raises(ValueError, match="objective_risk_etas needs 2 CVaR levels"):
+        QDIQN("MlpPolicy", SafeOrFast(), objective_risk_etas=(0.25, 0.0))
+    with pytest.raises(ValueError, match="not both"):
+        QDIQN("MlpPolicy", SafeOrFast(), objective_risk_etas=(0.25, 1.0), risk_eta=0.5)
 
 
 # ---------------------------------------------------------------------------------------------- configs
