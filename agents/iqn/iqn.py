@@ -237,10 +237,11 @@ class IQN(OffPolicyAlgorithm):
         return per_head.sum(dim=1).mean()
 
     def _select_taus(self, batch_size: int) -> th.Tensor:
-        """``[K]`` grid shared by the batch (embedded once) or ``[B, K]`` samples."""
+        """The acting grid ``[K]``, shared by the batch (embedded once), or ``[B, K]`` samples on its CVaR levels."""
         if self.select_taus == "grid":
             return self.policy.act_taus
-        return th.rand(batch_size, self.n_quantiles_act, device=self.device) * self.risk_eta
+        etas = self.policy.act_etas
+        return th.rand(batch_size, etas.shape[0], device=self.device) * etas
 
     def _target_quantiles(self, next_obs, rewards: th.Tensor, dones: th.Tensor, discounts,
                           tau_next: th.Tensor) -> th.Tensor:

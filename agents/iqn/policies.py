@@ -361,8 +361,16 @@ class IQNPolicy(BasePolicy):
         self.net_args = {"observation_space": self.observation_space, "action_space": self.action_space,
                              "n_heads": n_heads, "net_arch": net_arch, "n_cos": n_cos, "activation_fn": activation_fn,
                              "normalize_images": normalize_images, "separate_trunks": self.separate_trunks}
-        self.register_buffer("act_taus", tau_grid(n_quantiles_act) * self.risk_eta, persistent=False)
+        self._set_acting_grid((self.risk_eta,))
         self._build(lr_schedule)
+
+    def _set_acting_grid(self, levels) -> None:
+        """The acting (and target-selection) grid: one block of ``K`` mid-point fractions on ``(0, eta]`` per CVaR
+        level ``eta``; ``act_etas`` holds each fraction's level, so sampled fractions take the same layout."""
+        k = self.n_quantiles_act
+        etas = th.cat([th.full((k,), float(eta)) for eta in levels])
+        self.register_buffer("act_etas", etas, persistent=False)
+        self.register_buffer("act_taus", tau_grid(k).repeat(len(levels)) * etas, persistent=False)
 
     def _build(self, lr_schedule: Schedule) -> None:
         self.quantile_net = self.make_quantile_net()
@@ -505,10 +513,9 @@ class QDIQNPolicy(IQNPolicy):
                                  f"got {list(objective_risk_etas)}")
             levels = sorted(set(etas))
             k = self.n_quantiles_act
-            self.act_taus = th.cat([tau_grid(k) * e for e in levels]).to(self.act_taus.device)
+            self._set_acting_grid(levels)
             # grid_index[q, j]: the fraction of the acting grid where objective j reads its q-th quantile.
-            self.grid_index = th.tensor([[levels.index(e) * k + q for e in etas] for q in range(k)],
-                                        dtype=th.long, device=self.act_taus.device)
+            self.grid_index = th.tensor([[levels.index(e) * k + q for e in etas] for q in range(k)], dtype=th.long)
         # Running sum of acting-subset sizes (a tensor on devices other than the CPU: no sync in the acting loop).
         self.subset_size_sum: float | th.Tensor = 0.0
         self.subset_size_count = 0
@@ -546,11 +553,10 @@ class QDIQNPolicy(IQNPolicy):
         """``(caps, delta, ptr, objs, need, tol)`` of :func:`_select_kernel` for ``k`` quantiles of ``dtype``."""
         key = (k, dtype)
         if key not in self._kernel_cache:
-            np_dtype = th.empty((), dtype=dtype).numpy().dtype
+            ptr, objs, need, tol = kernel_constants(self.preorder, self.theta, k, dtype)
             caps = np.array([np.inf if t is None else t for t in (self.thresholds or (None,) * self.preorder.m)],
-                            dtype=np_dtype)
-            self._kernel_cache[key] = (caps, np.array(self.delta, dtype=np_dtype),
-                                       *kernel_constants(self.preorder, self.theta, k, dtype))
+                            dtype=tol.dtype)
+            self._kernel_cache[key] = (caps, np.array(self.delta, dtype=tol.dtype), ptr, objs, need, tol)
         return self._kernel_cache[key]
 
     @staticmethod

@@ -87,7 +87,6 @@ class QDIQN(IQN):
       seeds 100..104, 100k steps, against 0.36 / 0.19 with 0.99 for all): safety at 0.95, 0.59 / 0.35 (4 seeds;
       our reading: its value then sees only imminent danger, and progress decides until a crash is unavoidable); at
       0.995, 0.57 / 0.06.
-
     - ``objective_risk_etas``: one CVaR level per objective (default ``None``: ``risk_eta`` for all). A single
       level makes every objective risk-averse, progress included, where a risky action's lower tail also holds
       the episodes it ends early, so the safety level's penalty is counted twice. With ``[0.25, 1, 1, 1]`` only
@@ -249,13 +248,6 @@ class QDIQN(IQN):
             raise ValueError("objective_gammas cannot be combined with an n-step replay buffer (its discounts are "
                              "gamma ** n for the one gamma)")
         return self._gammas_t
-
-    def _select_taus(self, batch_size: int) -> th.Tensor:
-        if self.objective_risk_etas is None or self.select_taus == "grid":
-            return super()._select_taus(batch_size)
-        # sampled, one block of K fractions per distinct level, laid out as the acting grid
-        return th.cat([th.rand(batch_size, self.n_quantiles_act, device=self.device) * eta
-                       for eta in sorted(set(self.objective_risk_etas))], dim=1)
 
     def _next_actions(self, z_select: th.Tensor) -> th.Tensor:
         z_select = self.policy.objective_grid(z_select)
