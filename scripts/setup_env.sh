@@ -22,7 +22,7 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
         "$VPY" -m pip install -q "torch>=2.3,<2.15"
     else
         echo "[setup] no GPU: installing the CPU build of PyTorch"
-        "$VPY" -m pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
+        "$VPY" -m pip install -q --retries 0 --timeout 10 "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
             || "$VPY" -m pip install -q "torch==2.13.0"
     fi
 fi
