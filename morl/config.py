@@ -161,6 +161,9 @@ class EvalConfig(_Strict):
     deterministic: bool = True
     seeds: list[int] | None = None  # default: 10_000 + i, disjoint from training seeds
     bootstrap_reps: int = Field(2000, ge=100)
+    interval: int = Field(0, ge=0)  # env-steps between evaluations during training (0: none)
+    interval_episodes: int = Field(50, ge=1)  # episodes of each evaluation during training
+    last_k: int = Field(5, ge=1)  # the run's reported figure: mean of the last k evaluations
 
 
 class OutputConfig(_Strict):

@@ -63,6 +63,7 @@ from morl.checkpoints import (
     write_progress,
 )
 from morl.config import ConfigError, ExperimentConfig, apply_overrides, check_objectives, config_from_dict, dump_config, resolve_wrapper
+from morl.evaluation import EVAL_BATCH, EvalEnvs, PeriodicEvaluation, run_episodes
 from morl.metrics import episode_metrics
 from morl.preorder import PreorderError
 from morl.wrappers import EVENT_KEYS, FiniteCheck, MOEpisodeStatistics, NonFiniteError, Scalarize, WithPreorder
@@ -373,7 +374,10 @@ def _learn(cfg, model, run_dir: Path, objectives, steps: int, callbacks, reset: 
     model.set_logger(_logger(run_dir))
     guard = DivergenceGuard(run_dir=run_dir)
     ckpt = AtomicCheckpoint(run_dir / "checkpoints", cfg.train.checkpoint_every, guard=guard)
-    cbs = CallbackList([guard, ckpt, ObjectiveLogger(objectives, accumulate=cfg.env.scenario is not None), *callbacks])
+    cbs = [guard, ckpt, ObjectiveLogger(objectives, accumulate=cfg.env.scenario is not None)]
+    if cfg.eval.interval:
+        cbs.append(periodic_evaluation(cfg, run_dir, objectives))
+    cbs = CallbackList([*cbs, *callbacks])
     extra = {"log_interval": cfg.train.log_interval} if cfg.train.log_interval else {}
     try:
         model.learn(steps, callback=cbs, reset_num_timesteps=reset, progress_bar=_show_progress(cfg), **extra)
@@ -390,6 +394,15 @@ def _learn(cfg, model, run_dir: Path, objectives, steps: int, callbacks, reset: 
     buf = io.BytesIO()
     model.save(buf)
     atomic_write(run_dir / "model.zip", buf.getvalue())
+
+
+def periodic_evaluation(cfg: ExperimentConfig, run_dir: Path, objectives) -> PeriodicEvaluation:
+    """The evaluation during training that ``eval.interval`` asks for (see :mod:`morl.evaluation`)."""
+    ranking = [o for level in cfg.preorder().levels for o in level] if cfg.env.preorder is not None else objectives
+    envs = lambda n: make_vec_env(cfg, n, seed=None, monitor=False)  # noqa: E731
+    return PeriodicEvaluation(run_dir, envs, objectives, cfg.eval.interval, episodes=cfg.eval.interval_episodes,
+                              gamma=cfg.env.gamma, deterministic=cfg.eval.deterministic, last_k=cfg.eval.last_k,
+                              ranking=ranking, batch=_eval_batch(cfg))
 
 
 def load_run_config(run_dir, overrides=()) -> ExperimentConfig:
@@ -455,37 +468,61 @@ def resume(run_dir, overrides=(), callbacks=(), evaluate_after: bool = True) -> 
 # Evaluation
 
 
+def _eval_batch(cfg: ExperimentConfig) -> int:
+    """Envs per evaluation batch: many for a batched simulator, one for single envs (a CARLA server each)."""
+    return EVAL_BATCH if cfg.env.scenario is not None else 1
+
+
+def eval_envs(cfg: ExperimentConfig) -> EvalEnvs:
+    """Evaluation VecEnvs of ``cfg`` by batch size (no monitor), for :func:`morl.evaluation.run_episodes`."""
+    return EvalEnvs(lambda n: make_vec_env(cfg, n, seed=None, monitor=False))
+
+
 def evaluate(run_dir, episodes: int | None = None, deterministic: bool | None = None, plots: bool = True,
-             progress: bool | None = None) -> dict:
+             progress: bool | None = None, model_path=None, seeds=None) -> dict:
     """Run evaluation episodes with fixed seeds; write ``eval.json`` (and ``plots/``); return its content.
 
-    Each episode record holds ``seed``, ``returns`` and ``discounted_returns`` per objective,
-    ``length``, ``events`` (steps on which each event of :data:`morl.wrappers.EVENT_KEYS` was set,
-    ``cost`` summed), ``route_completion`` (last value, if reported) and ``distance_km`` (from a
-    cumulative ``info["distance"]`` in metres, if reported).
+    Episodes run side by side on a batched simulator (:func:`morl.evaluation.run_episodes`). Each episode
+    record holds ``seed``, ``returns`` and ``discounted_returns`` per objective, ``length``, ``events``
+    (steps on which each event of :data:`morl.wrappers.EVENT_KEYS` was set, ``cost`` summed),
+    ``route_completion`` (last value, if reported) and ``distance_km`` (from a cumulative
+    ``info["distance"]`` in metres, if reported). ``eval.json`` names the model file it evaluated and, for
+    a run evaluated during training, carries the summary of ``evaluations.json`` under ``"periodic"``.
+
+    :param model_path: the model to evaluate (default ``run_dir/model.zip``), e.g. a checkpoint.
+    :param seeds: episode seeds (default ``eval.seeds``, then ``EVAL_SEED_BASE + i``).
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    n = episodes if episodes is not None else cfg.eval.episodes
-    seeds = list(cfg.eval.seeds) if cfg.eval.seeds else []
-    seeds = (seeds + [EVAL_SEED_BASE + i for i in range(len(seeds), n)])[:n]
+    if seeds is None:
+        n = episodes if episodes is not None else cfg.eval.episodes
+        seeds = list(cfg.eval.seeds) if cfg.eval.seeds else []
+        seeds = (seeds + [EVAL_SEED_BASE + i for i in range(len(seeds), n)])[:n]
+    seeds = [int(s) for s in seeds]
     det = cfg.eval.deterministic if deterministic is None else deterministic
-    venv = make_vec_env(cfg, 1, seed=None, monitor=False)
-    objectives = env_objectives(venv)
-    model = registry.resolve_agent(cfg.agent.name).load(run_dir / "model.zip", env=venv, device=cfg.train.device)
-    show = sys.stderr.isatty() if progress is None else progress
-    records = []
-    from tqdm.auto import tqdm
+    model_path = Path(model_path) if model_path is not None else run_dir / "model.zip"
+    envs = eval_envs(cfg)
+    try:
+        venv = envs(min(len(seeds), _eval_batch(cfg)))
+        objectives = env_objectives(venv)
+        model = registry.resolve_agent(cfg.agent.name).load(model_path, env=venv, device=cfg.train.device)
+        show = sys.stderr.isatty() if progress is None else progress
+        from tqdm.auto import tqdm
 
-    for seed in tqdm(seeds, desc="eval", unit="ep", disable=not show):
-        records.append(_run_episode(model, venv, seed, det, objectives, cfg.env.gamma))
-    venv.close()
+        with tqdm(total=len(seeds), desc="eval", unit="ep", disable=not show) as bar:
+            records = run_episodes(model, envs, seeds, det, objectives, cfg.env.gamma, batch=_eval_batch(cfg),
+                                   progress=bar.update)
+    finally:
+        envs.close()
     result = {
         "run_dir": str(run_dir), "agent": cfg.agent.name, "env": cfg.env.id or cfg.env.scenario or cfg.env.factory,
         "objectives": list(objectives), "preorder": None if cfg.env.preorder is None else str(cfg.preorder()),
-        "deterministic": det, "num_timesteps": int(model.num_timesteps), "episodes": records,
-        "metrics": episode_metrics(records, objectives, reps=cfg.eval.bootstrap_reps, seed=0),
+        "model": _relative(model_path, run_dir), "deterministic": det, "num_timesteps": int(model.num_timesteps),
+        "episodes": records, "metrics": episode_metrics(records, objectives, reps=cfg.eval.bootstrap_reps, seed=0),
     }
+    periodic = run_dir / "evaluations.json"
+    if periodic.exists():
+        result["periodic"] = json.loads(periodic.read_text())
     atomic_write(run_dir / "eval.json", json.dumps(result, indent=1).encode())
     if plots:
         from morl.plots import plot_run
@@ -494,39 +531,8 @@ def evaluate(run_dir, episodes: int | None = None, deterministic: bool | None = 
     return result
 
 
-def _run_episode(model, venv: VecEnv, seed: int, deterministic: bool, objectives, gamma: float) -> dict:
-    venv.seed(seed)
-    obs = venv.reset()
-    m = len(objectives)
-    ret, dret, disc, length = np.zeros(m), np.zeros(m), 1.0, 0
-    events = dict.fromkeys(EVENT_KEYS, 0.0)
-    seen: set[str] = set()  # only events the env reports are recorded: absent is not "zero"
-    state, start = None, np.ones(1, dtype=bool)
-    while True:
-        action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
-        obs, _, dones, infos = venv.step(action)
-        info, start = infos[0], dones
-        # Accumulated here too, so batched simulators without MOEpisodeStatistics are measured alike.
-        vec = np.asarray(info["vector_reward"], dtype=float)
-        ret += vec
-        dret += disc * vec
-        disc *= gamma
-        length += 1
-        for key in EVENT_KEYS:
-            if info.get(key) is not None:
-                seen.add(key)
-                events[key] += float(info[key]) if key == "cost" else float(bool(info[key]))
-        if dones[0]:
-            break
-    ep = info.get("mo_episode")
-    if ep is not None:  # the wrapper's record is authoritative where it exists
-        ret, dret, length = np.asarray(ep["r"], float), np.asarray(ep["dr"], float), int(ep["l"])
-        events = {k: float(ep.get(k, events[k])) for k in EVENT_KEYS}
-    events = {k: v for k, v in events.items() if k in seen}
-    rec = {"seed": seed, "returns": dict(zip(objectives, map(float, ret))),
-           "discounted_returns": dict(zip(objectives, map(float, dret))), "length": length, "events": events}
-    if "route_completion" in info:
-        rec["route_completion"] = float(info["route_completion"])
-    if "distance" in info:
-        rec["distance_km"] = float(info["distance"]) / 1000.0
-    return rec
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)

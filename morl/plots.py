@@ -4,6 +4,7 @@ Figure functions take plain data and a path and return the path:
 
 - :func:`safety_bars`: one panel per metric, one bar per method, 95 % interval whiskers;
 - :func:`learning_curves`: mean over seeds against environment steps, with a bootstrap band;
+- :func:`evaluation_curves`: the evaluations during training, one line per seed, against steps or wall-clock;
 - :func:`return_quantiles`: per-objective return distributions as quantile functions;
 - :func:`pareto_scatter`: per-run mean returns on two objectives, the Pareto front joined.
 
@@ -30,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from morl.metrics import aggregate_runs, pareto_mask  # noqa: E402
 
-__all__ = ["safety_bars", "learning_curves", "return_quantiles", "pareto_scatter", "register_domain_figure",
+__all__ = ["safety_bars", "learning_curves", "evaluation_curves", "return_quantiles", "pareto_scatter", "register_domain_figure",
            "domain_figures", "plot_run", "compare_runs", "read_progress", "metric_label"]
 
 _COLORS = plt.get_cmap("tab10").colors
@@ -248,6 +249,47 @@ def _returns(ev: dict) -> np.ndarray:
     return np.array([[ep["returns"][o] for o in ev["objectives"]] for ep in ev["episodes"]], dtype=float)
 
 
+#: The metrics :func:`evaluation_curves` draws by default, where the rows have them.
+EVAL_CURVE_METRICS = ("success_rate", "collision_rate", "off_road_rate", "route_completion", "cost_rate")
+
+
+def evaluation_curves(curves: Mapping[str, Sequence[Sequence[Mapping]]], path, x: str = "step",
+                      metrics: Sequence[str] | None = None, title: str | None = None) -> Path:
+    """Evaluations during training: one panel per metric, one line per run (seed), a colour per method.
+
+    :param curves: ``{method: [rows of one run, ...]}``, rows as in ``evaluations.csv``
+        (:func:`morl.evaluation.read_evaluations`).
+    :param x: ``"step"`` (environment steps) or ``"train_seconds"`` (training wall-clock, evaluation excluded).
+    :param metrics: the metrics to draw (default: those of :data:`EVAL_CURVE_METRICS` the rows have, else
+        the per-objective returns).
+    """
+    rows = [r for runs in curves.values() for run in runs for r in run]
+    if not rows:
+        raise ValueError("evaluation_curves got no evaluations")
+    if metrics is None:
+        metrics = [k for k in EVAL_CURVE_METRICS if any(k in r for r in rows)]
+        metrics = metrics or sorted({k for r in rows for k in r if k.startswith("return/")})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], metrics):
+        for i, (method, runs) in enumerate(curves.items()):
+            for j, run in enumerate(runs):
+                pts = [(r[x], r[name]) for r in run if name in r]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, color=_COLORS[i % 10], alpha=0.8, lw=1.2, marker="." if len(pts) < 30 else None,
+                            label=method if j == 0 else None)
+        if name.endswith("_rate") and name != "cost_rate" or name == "route_completion":
+            ax.set_ylim(-0.03, 1.03)
+        ax.set_title(metric_label(name), fontsize=9)
+        ax.set_xlabel("environment steps" if x == "step" else "training wall-clock (s, evaluation excluded)",
+                      fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title or "Evaluations during training (one line per seed)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _curve_columns(run_dir, objectives) -> list[tuple[str, str]]:
     cols = [("rollout/ep_rew_mean", "episode return (scalarised)")]
     return cols + [(f"rollout/return_{o}", f"episode return: {o}") for o in objectives]
@@ -268,6 +310,12 @@ def plot_run(run_dir, out=None) -> list[Path]:
             name = "learning_curve.png" if col == "rollout/ep_rew_mean" else f"learning_curve_{col.split('_', 1)[1]}.png"
             made.append(learning_curves({label: [(s, v)]}, out / name, ylabel=ylabel,
                                         title=f"{label}: learning curve ({ylabel})"))
+    from morl.evaluation import read_evaluations
+
+    rows = read_evaluations(run_dir)
+    if rows:
+        made.append(evaluation_curves({label: [rows]}, out / "evaluations.png",
+                                      title=f"{label}: deterministic evaluations during training"))
     env_name = str(ev.get("env"))
     for name, (fn, pattern) in _DOMAIN.items():
         if fnmatch.fnmatch(env_name, pattern):
