@@ -377,18 +377,21 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
 
 
 def resolve_wrapper(name: str):
-    """A wrapper class from ``"pkg.mod:Class"`` or a bare name in ``morl.wrappers`` / ``gymnasium.wrappers``."""
+    """A wrapper class from ``"pkg.mod:Class"`` or a bare name in ``morl.wrappers`` / ``morl.vec_wrappers`` /
+    ``gymnasium.wrappers``."""
     if ":" in name:
         return registry.import_callable(name)
     import gymnasium.wrappers
 
+    from morl import vec_wrappers
     from morl import wrappers as morl_wrappers
 
-    for module in (morl_wrappers, gymnasium.wrappers):
+    for module in (morl_wrappers, vec_wrappers, gymnasium.wrappers):
         obj = getattr(module, name, None)
         if obj is not None:
             return obj
-    raise ValueError(f"unknown wrapper {name!r} (give 'package.module:Class' or a name in morl.wrappers / gymnasium.wrappers)")
+    raise ValueError(f"unknown wrapper {name!r} (give 'package.module:Class' or a name in morl.wrappers, "
+                     "morl.vec_wrappers or gymnasium.wrappers)")
 
 
 def check_objectives(cfg: ExperimentConfig, objectives, source: str) -> None:

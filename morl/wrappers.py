@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 import gymnasium as gym
 import numpy as np
 
+from morl.gate import GateTerms
 from morl.preorder import Preorder, PreorderError
 
 __all__ = ["EVENT_KEYS", "VectorReward", "WithPreorder", "Scalarize", "PreorderGate", "MOEpisodeStatistics", "DiscretizeAction",
@@ -196,14 +197,15 @@ class Scalarize(gym.Wrapper, gym.utils.RecordConstructorArgs):
 class PreorderGate(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """A scalar reward that follows the preorder: lower objectives pay only while higher ones are met.
 
-    ``r_t = sum_i w_i r_t,i g_t,i``, with the gate ``g_t,i = prod_j (1 if r_t,j >= tau_j else factor)``
-    over the objectives ``j`` strictly above ``i`` that have a threshold ``tau_j``. With ``factor = 0``
-    a step that violates a higher objective earns nothing from the objectives below it, so no amount of
-    progress pays for a violation: the higher objective's own term ``w_j r_t,j`` is the only signal on
-    that step. This is CaRL's multiplicative soft penalty (route completion times penalty factors,
+    The gate of :mod:`morl.gate`: ``r_t = sum_i w_i r_t,i g_t,i``, with ``g_t,i = prod_j (1 if r_t,j >= tau_j
+    else factor)`` over the objectives ``j`` strictly above ``i`` that have a threshold ``tau_j``. With
+    ``factor = 0`` a step that violates a higher objective earns nothing from the objectives below it, so no
+    amount of progress pays for a violation: the higher objective's own term ``w_j r_t,j`` is the only signal
+    on that step. This is CaRL's multiplicative soft penalty (route completion times penalty factors,
     arXiv 2504.17838) generalised to a preorder; it orders steps, not returns, so it is an approximation
     of lexicographic preference that any scalar-reward learner (PPO) can train on. The vector stays in
     ``info["vector_reward"]``; the outer :class:`Scalarize` passes this scalar through unchanged.
+    A batched simulator takes :class:`morl.vec_wrappers.PreorderVecGate` instead.
 
     :param env: a vector-reward env.
     :param thresholds: per objective name, the value at or above which it counts as met
@@ -226,37 +228,22 @@ class PreorderGate(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, thresholds=dict(thresholds), weights=weights, factor=factor,
                                                  preorder=None if preorder is None else str(preorder))
         super().__init__(env)
-        objectives = _objectives_of(env)
-        for what, mapping in (("thresholds", thresholds), ("weights", weights or {})):
-            unknown = [k for k in mapping if k not in objectives]
-            if unknown:
-                raise ValueError(f"PreorderGate {what} name unknown objective {unknown[0]!r} (objectives: {objectives})")
-        if not 0.0 <= float(factor) <= 1.0:
-            raise ValueError(f"PreorderGate factor must be in [0, 1], got {factor!r}")
         if preorder is None:
             try:
                 preorder = env.get_wrapper_attr("preorder")
             except AttributeError:
                 raise PreorderError("PreorderGate needs a preorder: the env has none, pass preorder=...") from None
-        order = Preorder.parse(preorder).reindexed(objectives)
-        self.weights = np.array([float((weights or {}).get(o, 1.0)) for o in objectives], dtype=np.float32)
-        self.thresholds = np.array([float(thresholds.get(o, -np.inf)) for o in objectives], dtype=np.float32)
-        self.gated = np.array([o in thresholds for o in objectives])
-        # above[j, i]: j gates i (strictly higher precedence and has a threshold)
-        self.above = order.strictly_above & self.gated[:, None]
-        self.factor = float(factor)
+        self.terms = GateTerms(_objectives_of(env), thresholds, weights, factor, preorder)
 
     def gate(self, vec: np.ndarray) -> np.ndarray:
         """Per-objective gate ``g_i`` for one reward vector."""
-        missed = vec < self.thresholds  # objectives without a threshold never miss
-        n_missed = (self.above & missed[:, None]).sum(axis=0)
-        return np.power(self.factor, n_missed).astype(np.float32)
+        return self.terms.gate(vec)
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         vec = np.asarray(reward, dtype=np.float32).reshape(-1)
         info["vector_reward"] = vec
-        return obs, float(np.sum(self.weights * vec * self.gate(vec))), terminated, truncated, info
+        return obs, float(self.terms.reward(vec)), terminated, truncated, info
 
 
 class MOEpisodeStatistics(gym.Wrapper, gym.utils.RecordConstructorArgs):
