@@ -228,7 +228,8 @@ class LexComparison:
     """Result of :func:`lexicographic_compare`.
 
     ``winner`` is ``"a"``, ``"b"``, ``"tie"`` (no significant difference) or ``"incomparable"``;
-    ``decided_by`` the highest-precedence objectives with a significant difference; ``diffs`` the
+    ``decided_by`` the objectives with a significant difference that no other such objective strictly
+    outranks (:meth:`Preorder.maximal`; for a total preorder, the highest level with one); ``diffs`` the
     difference ``a - b`` of the statistic per objective as ``(point, lo, hi)``; ``signs`` +1 / -1 / 0.
     """
 
@@ -279,12 +280,9 @@ def lexicographic_compare(
     a_wins, b_wins = (signs > 0).astype(float), (signs < 0).astype(float)
     a_pref, b_pref = pre.prefers(a_wins, b_wins), pre.prefers(b_wins, a_wins)
     winner = "tie" if a_pref and b_pref else "a" if a_pref else "b" if b_pref else "incomparable"
-    decided_by: tuple[str, ...] = ()
-    for level in pre.level_indices:  # highest precedence first
-        hit = tuple(objectives[i] for i in level if signs[i] != 0)
-        if hit:
-            decided_by = hit
-            break
+    # The significant objectives no other significant objective outranks: for a total preorder the highest
+    # level with a difference; an objective incomparable to the others is never outranked by them.
+    decided_by = tuple(objectives[i] for i in pre.maximal(np.flatnonzero(signs)))
     return LexComparison(winner, decided_by, diffs, {o: int(s) for o, s in zip(objectives, signs)})
 
 
