@@ -134,6 +134,9 @@ def test_quantile_huber_cpu_kernel_matches_the_tensor_code(kappa, dtype, shared_
 def test_quantile_huber_loss_rejects_bad_shapes():
     with pytest.raises(ValueError, match="taus"):
         quantile_huber_loss(th.zeros(2, 3), th.zeros(2, 4), th.zeros(2, 4))
+    for dtype in (th.float32, th.float64):  # the CPU kernel path: a shorter taus batch would be read past its end
+        with pytest.raises(ValueError, match=r"taus \(3, 8\) must be \[B, 8\]"):
+            quantile_huber_loss(th.zeros(64, 8, 2, dtype=dtype), th.zeros(64, 8, 2, dtype=dtype), th.rand(3, 8))
     with pytest.raises(ValueError, match="kappa"):
         quantile_huber_loss(th.zeros(2, 3), th.zeros(2, 4), th.zeros(2, 3), kappa=-1.0)
 
@@ -327,3 +330,21 @@ def test_bad_parameters_raise_clear_errors():
         IQN("MlpPolicy", "CartPole-v1", select_taus="fixed")
     with pytest.raises(ValueError, match="bootstrap_prob"):
         EnsembleIQN("MlpPolicy", "CartPole-v1", bootstrap_prob=0.0)
+
+
+def test_caller_optimizer_kwargs_are_merged_with_the_iqn_defaults():
+    model = IQN("MlpPolicy", "CartPole-v1", batch_size=50, learning_starts=10, seed=0,
+                policy_kwargs={"optimizer_kwargs": {"weight_decay": 0.1}})
+    group = model.policy.optimizer.param_groups[0]
+    assert group["weight_decay"] == 0.1 and group["eps"] == pytest.approx(0.01 / 50)
+    own_eps = IQN("MlpPolicy", "CartPole-v1", learning_starts=10, seed=0, policy_kwargs={"optimizer_kwargs": {"eps": 1e-3}})
+    assert own_eps.policy.optimizer.param_groups[0]["eps"] == 1e-3  # the caller's key wins
+
+
+def test_fused_adam_is_asked_for_only_where_torch_has_it(monkeypatch):
+    from agents.iqn import iqn as iqn_module
+
+    for version, cpu in (("2.3.1+cpu", False), ("2.4.0", True), ("2.13.0", True)):
+        monkeypatch.setattr(iqn_module.th, "__version__", version)
+        assert iqn_module._fused_adam_supported(th.device("cpu")) is cpu
+        assert iqn_module._fused_adam_supported(th.device("cuda")) is True
