@@ -263,6 +263,28 @@ def test_ensemble_bootstrap_mask_gates_heads():
     assert changed[0] == 0 and changed[1] > 0 and changed[2] > 0
 
 
+def test_ensemble_bootstrap_masks_survive_save_load_and_sample_the_drawn_rows(tmp_path):
+    # seed None: loading cannot redraw the same masks by reseeding (with a seed, _setup_model reseeds first)
+    model = EnsembleIQN("MlpPolicy", "CartPole-v1", n_ensemble=3, bootstrap_prob=0.5, buffer_size=500,
+                        learning_starts=50, seed=None)
+    model.learn(120)
+    masks = model.bootstrap_masks.copy()
+    model.save(tmp_path / "ens.zip")
+    np.random.seed(123)  # a different global stream: redrawn masks would differ
+    loaded = EnsembleIQN.load(tmp_path / "ens.zip", env=model.get_env(), device="cpu")
+    assert np.array_equal(loaded.bootstrap_masks, masks) and masks.shape == (500, 3)
+    assert th.equal(loaded._bootstrap_masks, th.as_tensor(masks))
+    # The host sampler: the masks returned are those of the rows whose transitions it returns.
+    loaded.replay_buffer = model.replay_buffer
+    np.random.seed(7)
+    data, weights = loaded._sample(64)
+    np.random.seed(7)
+    rows = np.random.randint(0, model.replay_buffer.pos, size=64)
+    envs = np.random.randint(0, 1, size=64)
+    assert th.equal(weights, th.as_tensor(masks[rows]).float())
+    assert th.equal(data.observations, th.as_tensor(model.replay_buffer.observations[rows, envs]))
+
+
 def test_ensemble_acts_on_mean_of_heads():
     model = EnsembleIQN("MlpPolicy", "CartPole-v1", n_ensemble=4, learning_starts=10, seed=1)
     obs = th.randn(16, 4)
