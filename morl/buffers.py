@@ -1,7 +1,7 @@
 """stable-baselines3 buffers that keep the reward vector.
 
 SB3 sees a scalar reward (a declared scalarisation, e.g. ``morl.wrappers.Scalarize``); the vector
-travels in ``info["vector_reward"]`` (the MO-Gymnasium channel, DESIGN.md). These buffers store it
+travels in ``info["vector_reward"]`` (the MO-Gymnasium channel). These buffers store it
 next to everything SB3 stores.
 
 - :class:`MOReplayBuffer`: off-policy. SB3 passes ``infos`` to ``ReplayBuffer.add``, so the vector is

@@ -12,7 +12,7 @@ From per-episode records (what ``eval.json`` holds, see :func:`episode_arrays`):
 - :func:`pareto_mask` / :func:`pareto_filter`, :func:`hypervolume` (exact, any dimension, meant for
   2-4 objectives) and :func:`expected_utility` (Zintgraf et al. 2015).
 
-All objectives are *maximised* (DESIGN.md: every component is signed so that larger is better).
+All objectives are *maximised*: every environment signs its reward components so that larger is better.
 
 Why the bootstrap is written here on NumPy rather than taken from ``rliable``: ``rliable`` pulls in
 ``arch`` and ``seaborn`` for one resampling loop; the stratified percentile bootstrap is a few

@@ -1,6 +1,6 @@
 """Ensemble IQN: the ensemble baseline of "Beyond Scalar Rewards" (arXiv 2603.20230).
 
-The paper compares against "ensemble-IQN" without describing it (research notes §4.6). Ours is a
+The paper compares against "ensemble-IQN" without describing it. Ours is a
 bootstrapped ensemble in the manner of Bootstrapped DQN (Osband et al. 2016, arXiv 1602.04621) and
 of the ensemble quantile networks of Hoel et al. (2021, arXiv 2105.10266): ``E`` IQN heads on the
 scalarised reward, each trained on its own bootstrap sample of the replay data, acting on the

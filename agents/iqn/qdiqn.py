@@ -2,8 +2,8 @@
 
 "Beyond Scalar Rewards: Distributional RL with Preordered Objectives for Safe and Reliable
 Autonomous Driving" (Abouelazm, Michel et al., ICRA 2026, arXiv 2603.20230; the authors call it
-Pr-IQN). Its method section is not available; this is the reconstruction of
-``shared/research/prmomdp-qd-iqn.md`` §4–5, with every open choice a documented parameter.
+Pr-IQN). Its method section is not available; this is our reconstruction from its abstract, IQN (Dabney et
+al. 2018, arXiv 1806.06923) and lexicographic DQN (Skalse et al. 2022), with every open choice a documented parameter.
 """
 
 from __future__ import annotations

@@ -332,8 +332,6 @@ def test_iqn_configs_train_and_evaluate_in_a_tiny_budget(name, tmp_path):
     from morl.config import load_config
     from morl.experiment import train
 
-    if name.startswith("highway"):
-        pytest.importorskip("highway_env")
     path = CONFIG_DIR / f"{name}.yaml"
     tiny = TINY_HIGHWAY if name.startswith("highway") else TINY_ROUTE
     cfg = load_config(path, TINY_AGENT + tiny + [f"output.root={tmp_path}"])
