@@ -1,7 +1,7 @@
 """stable-baselines3 buffers that keep the reward vector.
 
 SB3 sees a scalar reward (a declared scalarisation, e.g. ``morl.wrappers.Scalarize``); the vector
-travels in ``info["vector_reward"]`` (the MO-Gymnasium channel, DESIGN.md). These buffers store it
+travels in ``info["vector_reward"]`` (the MO-Gymnasium channel). These buffers store it
 next to everything SB3 stores.
 
 - :class:`MOReplayBuffer`: off-policy. SB3 passes ``infos`` to ``ReplayBuffer.add``, so the vector is
@@ -171,12 +171,26 @@ class DeviceReplayBuffer(ReplayBuffer):
             return super().sample(batch_size, env=env)
         return self._device_samples(*self.sample_indices(batch_size))
 
-    def samples_at(self, batch_inds: th.Tensor, env_inds: th.Tensor):
-        """The minibatch of rows ``batch_inds`` and envs ``env_inds`` (index tensors), from the device copy."""
-        if not self.device_storage:
-            raise ValueError("samples_at with torch indices needs device_storage=True")
+    def samples_at(self, batch_inds, env_inds, env: VecNormalize | None = None):
+        """The minibatch of rows ``batch_inds`` and envs ``env_inds``: index tensors read the device copy
+        (``device_storage``), NumPy indices the arrays as SB3's ``sample`` does (normalised by ``env``)."""
         self._check_not_empty()
-        return self._device_samples(batch_inds, env_inds)
+        if isinstance(batch_inds, th.Tensor):
+            if not self.device_storage:
+                raise ValueError("samples_at with torch indices needs device_storage=True")
+            if env is not None:
+                raise ValueError("samples_at with torch indices cannot normalise with a VecNormalize env")
+            return self._device_samples(batch_inds, env_inds)
+        if self.optimize_memory_usage:
+            next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_inds]
+        else:
+            next_obs = self.next_observations[batch_inds, env_inds]
+        # a timeout is not a termination: the target still bootstraps (SB3 issue 284)
+        dones = self.dones[batch_inds, env_inds] * (1 - self.timeouts[batch_inds, env_inds])
+        data = (self._normalize_obs(self.observations[batch_inds, env_inds], env), self.actions[batch_inds, env_inds],
+                self._normalize_obs(next_obs, env), dones.reshape(-1, 1),
+                self._normalize_reward(self.rewards[batch_inds, env_inds].reshape(-1, 1), env))
+        return ReplayBufferSamples(*map(self.to_torch, data))
 
     def _mirrored_names(self) -> tuple[str, ...]:
         names = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")

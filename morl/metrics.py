@@ -12,7 +12,7 @@ From per-episode records (what ``eval.json`` holds, see :func:`episode_arrays`):
 - :func:`pareto_mask` / :func:`pareto_filter`, :func:`hypervolume` (exact, any dimension, meant for
   2-4 objectives) and :func:`expected_utility` (Zintgraf et al. 2015).
 
-All objectives are *maximised* (DESIGN.md: every component is signed so that larger is better).
+All objectives are *maximised*: every environment signs its reward components so that larger is better.
 
 Why the bootstrap is written here on NumPy rather than taken from ``rliable``: ``rliable`` pulls in
 ``arch`` and ``seaborn`` for one resampling loop; the stratified percentile bootstrap is a few
@@ -228,7 +228,8 @@ class LexComparison:
     """Result of :func:`lexicographic_compare`.
 
     ``winner`` is ``"a"``, ``"b"``, ``"tie"`` (no significant difference) or ``"incomparable"``;
-    ``decided_by`` the highest-precedence objectives with a significant difference; ``diffs`` the
+    ``decided_by`` the objectives with a significant difference that no other such objective strictly
+    outranks (:meth:`Preorder.maximal`; for a total preorder, the highest level with one); ``diffs`` the
     difference ``a - b`` of the statistic per objective as ``(point, lo, hi)``; ``signs`` +1 / -1 / 0.
     """
 
@@ -279,12 +280,9 @@ def lexicographic_compare(
     a_wins, b_wins = (signs > 0).astype(float), (signs < 0).astype(float)
     a_pref, b_pref = pre.prefers(a_wins, b_wins), pre.prefers(b_wins, a_wins)
     winner = "tie" if a_pref and b_pref else "a" if a_pref else "b" if b_pref else "incomparable"
-    decided_by: tuple[str, ...] = ()
-    for level in pre.level_indices:  # highest precedence first
-        hit = tuple(objectives[i] for i in level if signs[i] != 0)
-        if hit:
-            decided_by = hit
-            break
+    # The significant objectives no other significant objective outranks: for a total preorder the highest
+    # level with a difference; an objective incomparable to the others is never outranked by them.
+    decided_by = tuple(objectives[i] for i in pre.maximal(np.flatnonzero(signs)))
     return LexComparison(winner, decided_by, diffs, {o: int(s) for o, s in zip(objectives, signs)})
 
 

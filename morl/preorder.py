@@ -13,7 +13,7 @@ and Culture-Aware Behavior Specification using Rulebooks", arXiv 1902.09355): ``
 ``b`` when, for every objective on which ``b`` beats ``a``, some objective of strictly higher
 precedence has ``a`` beating ``b``.
 
->>> p = Preorder.parse("safety > rules > progress, comfort")
+>>> p = Preorder("safety > rules > progress, comfort")
 >>> p.levels
 (('safety',), ('rules',), ('progress', 'comfort'))
 >>> p.prefers([0, 0, 1, 0], [0, 0, 0, 1])    # tied objectives: neither is preferred
@@ -55,12 +55,21 @@ def _check_name(token, where: str) -> str:
 class Preorder:
     """A precedence relation over objective names.
 
-    :param objectives: the objective names; their order is the order of score vectors.
+    ``Preorder("safety > rules")`` parses its argument as :meth:`parse` does (a string, a list of
+    levels, a mapping or a ``Preorder``); ``Preorder(objectives, geq)`` builds it from a matrix.
+
+    :param objectives: the objective names, their order the order of score vectors; or, without
+        ``geq``, anything :meth:`parse` reads.
     :param geq: boolean ``(m, m)`` matrix, ``geq[i, j]`` when objective ``i`` has precedence at least
         as high as ``j``. It is closed reflexively and transitively here.
     """
 
-    def __init__(self, objectives: Sequence[str], geq: np.ndarray):
+    def __init__(self, objectives, geq: np.ndarray | None = None):
+        if geq is None:
+            parsed = Preorder.parse(objectives)
+            objectives, geq = parsed.objectives, parsed.geq
+        if isinstance(objectives, str):
+            raise PreorderError(f"objectives must be a list of names, got the string {objectives!r}")
         objectives = tuple(objectives)
         if not objectives:
             raise PreorderError("a preorder needs at least one objective, got none")
@@ -238,12 +247,29 @@ class Preorder:
             out.append(cls_)
         return out
 
+    @cached_property
+    def peers(self) -> np.ndarray:
+        """``peers[i, j]``: neither of objectives i and j has strictly higher precedence than the other
+        (they are tied, incomparable, or ``i == j``); read-only."""
+        out = ~self.strictly_above & ~self.strictly_above.T
+        out.setflags(write=False)
+        return out
+
+    def maximal(self, indices: Iterable[int]) -> tuple[int, ...]:
+        """The objectives among ``indices`` that no other of ``indices`` strictly outranks, in index order."""
+        chosen = sorted(set(int(i) for i in indices))
+        above = self.strictly_above
+        return tuple(j for j in chosen if not any(above[i, j] for i in chosen))
+
     @cached_property  # a preorder is immutable; acting and every Bellman target ask for this
     def level_indices(self) -> tuple[tuple[int, ...], ...]:
         """Topological generations of the classes, highest precedence first (indices).
 
         For a total preorder these are its levels. For a general preorder a generation may hold
-        incomparable classes; it holds the objectives nothing outside higher generations outranks.
+        incomparable classes: generation ``g`` holds the objectives that only objectives of earlier
+        generations strictly outrank. An objective's generation is a place in an order of processing,
+        not a precedence: ``greater = [(safety, rules)]`` with ``comfort`` unrelated puts ``safety`` and
+        ``comfort`` in generation 0 and ``rules`` in 1, yet ``comfort`` does not outrank ``rules``.
         """
         remaining = set(range(self.m))
         above = self.strictly_above

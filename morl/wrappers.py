@@ -28,7 +28,8 @@ from morl.preorder import Preorder, PreorderError
 __all__ = ["EVENT_KEYS", "VectorReward", "WithPreorder", "Scalarize", "PreorderGate", "MOEpisodeStatistics", "DiscretizeAction",
            "FiniteCheck", "NonFiniteError", "ActionError", "vector_reward_of"]
 
-#: Safety-event keys that envs report in ``info`` (DESIGN.md): counted per episode.
+#: Safety-event keys that envs report in ``info`` (driving events, and ``cost`` in the safety-gymnasium
+#: convention): counted per episode.
 EVENT_KEYS = ("collision", "off_road", "red_light", "speeding", "success", "cost")
 
 

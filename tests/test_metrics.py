@@ -107,6 +107,22 @@ def test_lexicographic_compare_follows_precedence():
     assert metrics.lexicographic_compare(a, b, tied, objectives=("safety", "progress"), reps=500).winner == "incomparable"
 
 
+def test_lexicographic_decided_by_never_credits_an_unrelated_objective():
+    # safety > rules, comfort unrelated: a differs from b on comfort (better) and on rules (worse). Comfort does
+    # not outrank rules, so both decide, and neither method wins.
+    pre = Preorder.from_pairs(["safety", "rules", "comfort"], greater=[("safety", "rules")])
+    rng = np.random.default_rng(1)
+    a = np.stack([np.zeros(40), rng.normal(0.0, 0.1, 40), rng.normal(5.0, 0.1, 40)], axis=1)
+    b = np.stack([np.zeros(40), rng.normal(3.0, 0.1, 40), rng.normal(0.0, 0.1, 40)], axis=1)
+    res = metrics.lexicographic_compare(a, b, pre, reps=300)
+    assert res.signs == {"safety": 0, "rules": -1, "comfort": 1}
+    assert res.winner == "incomparable" and res.decided_by == ("rules", "comfort")
+    # With a safety difference, safety outranks rules but not comfort.
+    a[:, 0] = 1.0
+    res = metrics.lexicographic_compare(a, b, pre, reps=300)
+    assert res.winner == "a" and res.decided_by == ("safety", "comfort")
+
+
 def test_pareto_filter():
     pts = np.array([[1, 5], [2, 4], [2, 4], [1, 4], [3, 1], [0, 0], [3, 0.5]])
     mask = metrics.pareto_mask(pts)

@@ -112,3 +112,21 @@ def test_bad_input_names_the_token(spec, token):
 def test_prefers_wrong_length():
     with pytest.raises(PreorderError, match="2 entries"):
         Preorder.parse("a > b").prefers([1, 2, 3], [1, 2])
+
+
+def test_constructor_parses_like_parse():
+    for spec in ("safety > rules > progress, comfort", [["a"], ["b", "c"]], {"objectives": ["x", "y"], "greater": [["x", "y"]]}):
+        assert Preorder(spec) == Preorder.parse(spec)
+    p = Preorder("a > b")
+    assert p.objectives == ("a", "b") and p.strictly_above[0, 1] and Preorder(p) == p
+    assert Preorder(["a", "b"], [[True, False], [False, True]]).is_total is False
+    with pytest.raises(PreorderError, match="empty preorder string"):
+        Preorder("  ")
+
+
+def test_peers_and_maximal_follow_the_relation_not_the_generations():
+    p = Preorder.from_pairs(["safety", "rules", "progress", "comfort"], greater=[("safety", "rules"), ("safety", "progress")])
+    assert p.levels == (("safety", "comfort"), ("rules", "progress"))  # generations: an order of processing
+    assert p.peers[3].tolist() == [True, True, True, True]  # comfort outranks nothing and nothing outranks it
+    assert p.peers[1].tolist() == [False, True, True, True]
+    assert p.maximal([1, 3]) == (1, 3) and p.maximal([0, 1, 2]) == (0,)

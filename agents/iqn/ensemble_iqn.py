@@ -1,6 +1,6 @@
 """Ensemble IQN: the ensemble baseline of "Beyond Scalar Rewards" (arXiv 2603.20230).
 
-The paper compares against "ensemble-IQN" without describing it (research notes §4.6). Ours is a
+The paper compares against "ensemble-IQN" without describing it. Ours is a
 bootstrapped ensemble in the manner of Bootstrapped DQN (Osband et al. 2016, arXiv 1602.04621) and
 of the ensemble quantile networks of Hoel et al. (2021, arXiv 2105.10266): ``E`` IQN heads on the
 scalarised reward, each trained on its own bootstrap sample of the replay data, acting on the
@@ -32,7 +32,8 @@ class EnsembleIQN(IQN):
     - Bootstrap: every replay-buffer row carries a fixed Bernoulli(``bootstrap_prob``) mask over
       the heads, drawn once with the seeded RNG. Since the mask does not depend on the data, a
       transition written to a row gets an independent mask, which is the bootstrap of Bootstrapped
-      DQN; all envs written in the same row share it. ``bootstrap_prob=1`` trains every head on every
+      DQN; all envs written in the same row share it. The masks are saved with the model
+      (``bootstrap_masks``), so a loaded or resumed run trains each head on the rows it had. ``bootstrap_prob=1`` trains every head on every
       sample (diversity then comes from the initialisation only).
     - Each head bootstraps from its own target head: ``a*_e = argmax_a mean Z_target,e(s', a)``.
     - Loss: each head's quantile Huber loss averaged over the samples its mask keeps, then
@@ -73,18 +74,25 @@ class EnsembleIQN(IQN):
         self.policy_kwargs["n_heads"] = self.n_ensemble
         super()._setup_model()
         rows = self.replay_buffer.buffer_size  # SB3 divides buffer_size by n_envs into rows
-        masks = np.random.rand(rows, self.n_ensemble) < self.bootstrap_prob
-        self._bootstrap_masks = th.as_tensor(masks, dtype=th.bool, device=self.device)
+        masks = getattr(self, "bootstrap_masks", None)  # saved with the model: a loaded or resumed run keeps them
+        if masks is None or np.shape(masks) != (rows, self.n_ensemble):
+            masks = np.random.rand(rows, self.n_ensemble) < self.bootstrap_prob
+        self.bootstrap_masks = np.asarray(masks, dtype=bool)
+        self._bootstrap_masks = th.as_tensor(self.bootstrap_masks, device=self.device)
 
     def _sample(self, batch_size: int):
         rb = self.replay_buffer
         if self.bootstrap_prob >= 1.0:
             return rb.sample(batch_size, env=self._vec_normalize_env), None  # type: ignore[union-attr]
+        if not hasattr(rb, "samples_at"):
+            raise TypeError(f"EnsembleIQN with bootstrap_prob < 1 looks the masks of the sampled rows up, which needs "
+                            f"a replay buffer with samples_at (morl.buffers.DeviceReplayBuffer or MOReplayBuffer), "
+                            f"got {type(rb).__name__}")
         if getattr(rb, "device_storage", False) and self._vec_normalize_env is None:
             # Indices drawn on the device: the masks are looked up there too, with no host-device copy.
             rows, envs = rb.sample_indices(batch_size)
             return rb.samples_at(rows, envs), self._bootstrap_masks[rows].float()
-        # Draw the row indices here (as ReplayBuffer.sample does) to look their masks up.
+        # Draw the row and env indices here (over the ranges ReplayBuffer.sample uses) to look their masks up.
         if rb.optimize_memory_usage:
             if rb.full:
                 inds = (np.random.randint(1, rb.buffer_size, size=batch_size) + rb.pos) % rb.buffer_size
@@ -92,7 +100,8 @@ class EnsembleIQN(IQN):
                 inds = np.random.randint(0, rb.pos, size=batch_size)
         else:
             inds = np.random.randint(0, rb.buffer_size if rb.full else rb.pos, size=batch_size)
-        data = rb._get_samples(inds, env=self._vec_normalize_env)
+        envs = np.random.randint(0, rb.n_envs, size=batch_size)
+        data = rb.samples_at(inds, envs, env=self._vec_normalize_env)
         return data, self._bootstrap_masks[th.as_tensor(inds, device=self.device)].float()
 
     def _combine_losses(self, per_head: th.Tensor, weights: th.Tensor | None) -> th.Tensor:

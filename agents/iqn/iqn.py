@@ -39,6 +39,14 @@ __all__ = ["IQN"]
 SelfIQN = TypeVar("SelfIQN", bound="IQN")
 
 
+def _fused_adam_supported(device: th.device) -> bool:
+    """Whether ``torch.optim.Adam(fused=True)`` runs on ``device``: CUDA, and CPU from torch 2.4 on."""
+    if th.device(device).type == "cuda":
+        return True
+    major, minor = (int(x) for x in th.__version__.split("+")[0].split(".")[:2])
+    return th.device(device).type == "cpu" and (major, minor) >= (2, 4)
+
+
 class IQN(OffPolicyAlgorithm):
     """Implicit Quantile Network agent on a scalar reward.
 
@@ -55,8 +63,9 @@ class IQN(OffPolicyAlgorithm):
     - ``double_q``: pick ``a*`` with the online network and evaluate it with the target network
       (double DQN); off by default, as in Dopamine's IQN.
     - exploration is epsilon-greedy, drawn per environment when several run in parallel.
-    - Adam with ``eps = 0.01 / batch_size`` (the QR-DQN / IQN convention; ``fused`` update) unless ``policy_kwargs``
-      names an optimizer.
+    - Adam with ``eps = 0.01 / batch_size`` (the QR-DQN / IQN convention; ``fused`` update where the torch
+      version has it for the device: CUDA, and CPU from torch 2.4) unless ``policy_kwargs`` names an optimizer;
+      keys the caller gives in ``policy_kwargs["optimizer_kwargs"]`` are kept and win over these.
 
     :param policy: policy class or alias ("MlpPolicy", "CnnPolicy", "MultiInputPolicy").
     :param env: the environment (scalar reward), or its registered id.
@@ -177,9 +186,10 @@ class IQN(OffPolicyAlgorithm):
         self.policy_kwargs["risk_eta"] = self.risk_eta
         if "optimizer_class" not in self.policy_kwargs:
             self.policy_kwargs["optimizer_class"] = th.optim.Adam
-            # fused: one kernel updates every parameter (CPU and CUDA), about 3x faster than "foreach",
-            # which on CPU loops over the parameters and reads the step count back per parameter.
-            self.policy_kwargs["optimizer_kwargs"] = {"eps": 0.01 / batch_size, "fused": True}
+            # fused: one kernel updates every parameter, about 3x faster than "foreach", which on CPU loops over
+            # the parameters and reads the step count back per parameter. The caller's keys win over ours.
+            ours = {"eps": 0.01 / batch_size, "fused": _fused_adam_supported(self.device)}
+            self.policy_kwargs["optimizer_kwargs"] = {**ours, **(self.policy_kwargs.get("optimizer_kwargs") or {})}
         if _init_setup_model:
             self._setup_model()
 

@@ -68,7 +68,8 @@ def quantile_huber_loss(
     n = current.shape[1]
     if taus.dim() == 1:
         taus = taus.unsqueeze(0)
-    if taus.shape[-1] != n or taus.dim() != 2:
+    if taus.dim() != 2 or taus.shape[-1] != n or taus.shape[0] not in (1, current.shape[0]):
+        # Checked before either path runs: the CPU kernel would read past the end of a shorter taus.
         raise ValueError(f"taus {tuple(taus.shape)} must be [B, {n}] or [{n}] to match current {tuple(current.shape)}")
     target = target.detach()
     if current.device.type == "cpu" and current.dtype in (th.float32, th.float64) and target.dtype == current.dtype:

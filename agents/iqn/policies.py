@@ -40,7 +40,8 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from morl.dominance import kernel_constants, level_subsets_kernel, optimal_subset
+from morl.dominance import check_rule, optimal_subset
+from morl.dominance_kernels import check_kernel_nan, kernel_constants, subset_kernel
 from morl.preorder import Preorder
 
 __all__ = [
@@ -263,16 +264,17 @@ def _masked_argmax_kernel(mean_z, score_objs, mask):
 
 
 @numba.njit(cache=True)
-def _select_kernel(z, caps, d, ptr, objs, need, tol, score_objs):
+def _select_kernel(z, caps, d, plan, need, tol, rulebook, score_objs):
     """:meth:`QDIQNPolicy.select` of the mean tie-breaks in one call: from quantiles ``z [B, K, m, A]``, the
-    optimal subset of ``min(z, caps)`` (``level_subsets_kernel``, its fallback on the capped means) and the
-    masked argmax of the uncapped means (``_masked_argmax_kernel``). ``caps [m]`` is ``inf`` where an
-    objective has no threshold; a NaN quantile stays NaN, as under ``torch.minimum``.
+    optimal subset of ``min(z, caps)`` (``morl.dominance.subset_kernel`` under ``rulebook`` or staged, its
+    fallback on the capped means) and the masked argmax of the uncapped means (``_masked_argmax_kernel``).
+    ``caps [m]`` is ``inf`` where an objective has no threshold; a NaN quantile stays NaN, as under
+    ``torch.minimum``, and is reported in ``bad`` (see ``subset_kernel``).
 
-    :return: ``(actions [B], subset mask [B, A])``.
+    :return: ``(actions [B], subset mask [B, A], bad)``.
     """
     n_b, n_k, m, n_a = z.shape
-    zc = np.empty((n_b, m, n_a, n_k), dtype=z.dtype)  # the layout level_subsets_kernel reads
+    zc = np.empty((n_b, m, n_a, n_k), dtype=z.dtype)  # the layout subset_kernel reads
     means_c = np.empty((n_b, m, n_a), dtype=z.dtype)
     means = np.empty((n_b, m, n_a), dtype=z.dtype)
     zero = np.zeros(1, dtype=z.dtype)[0]
@@ -291,8 +293,8 @@ def _select_kernel(z, caps, d, ptr, objs, need, tol, score_objs):
                 means[b, k, a] = s / n_k
                 means_c[b, k, a] = s_c / n_k
     valid = np.ones((n_b, n_a), dtype=np.bool_)
-    mask = level_subsets_kernel(zc, d, means_c, ptr, objs, need, valid, tol)[-1]
-    return _masked_argmax_kernel(means, score_objs, mask), mask
+    mask, bad = subset_kernel(zc, d, means_c, plan, need, valid, tol, rulebook)
+    return _masked_argmax_kernel(means, score_objs, mask), mask, bad
 
 
 class IQNPolicy(BasePolicy):
@@ -469,6 +471,8 @@ class QDIQNPolicy(IQNPolicy):
     :param thresholds: per-objective satisfaction thresholds (``m`` floats or ``None``; ``None`` = no
         threshold): quantile dominance compares ``min(Z_k, thresholds[k])``, see :class:`~agents.iqn.QDIQN`.
     :param tie_break: one of :data:`TIE_BREAKS`.
+    :param subset_rule: ``"staged"`` (default) or ``"rulebook"``: which optimal subset
+        (:func:`morl.dominance.optimal_subset`'s ``rule``).
     :param objective_risk_etas: one CVaR level per objective (``None``: ``risk_eta`` for all). The acting grid
         is then one block of ``K`` fractions on ``(0, eta]`` per distinct level, and objective ``k`` is read
         on its own block (:meth:`objective_grid`).
@@ -478,7 +482,7 @@ class QDIQNPolicy(IQNPolicy):
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Discrete, lr_schedule: Schedule,
                  preorder: Preorder | str | None = None, theta: float = 0.75, delta: tuple[float, ...] | None = None,
                  tie_break: str = "lowest_mean", thresholds: tuple[float | None, ...] | None = None,
-                 objective_risk_etas: tuple[float, ...] | None = None, **kwargs):
+                 objective_risk_etas: tuple[float, ...] | None = None, subset_rule: str = "staged", **kwargs):
         if preorder is None:
             raise ValueError("QDIQNPolicy needs a preorder")
         preorder = Preorder.parse(preorder)
@@ -488,12 +492,13 @@ class QDIQNPolicy(IQNPolicy):
         if tie_break not in TIE_BREAKS:
             raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
         delta = tuple(float(x) for x in ((0.0,) * m if delta is None else delta))
-        if len(delta) != m:
-            raise ValueError(f"delta needs one margin per objective ({m}: {preorder.objectives}), got {delta}")
+        if len(delta) != m or not all(x >= 0 for x in delta):
+            raise ValueError(f"delta needs one margin >= 0 per objective ({m}: {preorder.objectives}), got {delta}")
         self.preorder = preorder
         self.theta = float(theta)
         self.delta = delta
         self.tie_break = tie_break
+        self.subset_rule = check_rule(subset_rule)
         self.register_buffer("delta_t", th.tensor(delta, dtype=th.float32), persistent=False)
         self.thresholds = check_thresholds(thresholds, preorder)
         # [1, 1, m, 1] against z [B, K, m, A]; None while no objective has a threshold (nothing to clip).
@@ -536,27 +541,31 @@ class QDIQNPolicy(IQNPolicy):
 
     def subset(self, z: th.Tensor) -> th.Tensor:
         """Optimal subset ``[B, A]`` from quantiles ``z`` laid out ``[B, K, m, A]``."""
-        return optimal_subset(self.dominance_quantiles(z).permute(0, 2, 3, 1), self.preorder, self.theta, self.delta_t)
+        return optimal_subset(self.dominance_quantiles(z).permute(0, 2, 3, 1), self.preorder, self.theta, self.delta_t,
+                              rule=self.subset_rule)
 
     def select(self, z: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """One action per state from ``z [B, K, m, A]``: ``(actions [B], subset mask [B, A])``."""
         if self.tie_break != "random" and z.device.type == "cpu" and z.dtype in (th.float32, th.float64):
             # One numba call instead of about twenty small tensor operations (acting calls this at every env
             # step); the tests check it against the tensor code below.
-            actions, mask = _select_kernel(z.detach().numpy(), *self._kernel_args(z.shape[1], z.dtype), self._score_objs)
+            actions, mask, bad = _select_kernel(z.detach().numpy(), *self._kernel_args(z.shape[1], z.dtype),
+                                                self.subset_rule == "rulebook", self._score_objs)
+            check_kernel_nan(bad, self.preorder)
             return th.from_numpy(actions), th.from_numpy(mask)
         mask = self.subset(z)
         mean_z = z.detach().mean(dim=1)
         return masked_argmax(tie_break_scores(mean_z, self.tie_break, self.last_level), mask), mask
 
     def _kernel_args(self, k: int, dtype: th.dtype) -> tuple:
-        """``(caps, delta, ptr, objs, need, tol)`` of :func:`_select_kernel` for ``k`` quantiles of ``dtype``."""
+        """``(caps, delta, plan, need, tol)`` of :func:`_select_kernel` for ``k`` quantiles of ``dtype``."""
         key = (k, dtype)
         if key not in self._kernel_cache:
-            ptr, objs, need, tol = kernel_constants(self.preorder, self.theta, k, dtype)
+            consts = kernel_constants(self.preorder, self.theta, k, dtype)
+            tol = consts[-1]
             caps = np.array([np.inf if t is None else t for t in (self.thresholds or (None,) * self.preorder.m)],
                             dtype=tol.dtype)
-            self._kernel_cache[key] = (caps, np.array(self.delta, dtype=tol.dtype), ptr, objs, need, tol)
+            self._kernel_cache[key] = (caps, np.array(self.delta, dtype=tol.dtype), *consts)
         return self._kernel_cache[key]
 
     @staticmethod
@@ -576,7 +585,8 @@ class QDIQNPolicy(IQNPolicy):
         data = super()._get_constructor_parameters()
         data.pop("n_heads", None)
         data.update({"preorder": self.preorder, "theta": self.theta, "delta": self.delta, "tie_break": self.tie_break,
-                     "thresholds": self.thresholds, "objective_risk_etas": self.objective_risk_etas})
+                     "thresholds": self.thresholds, "objective_risk_etas": self.objective_risk_etas,
+                     "subset_rule": self.subset_rule})
         return data
 
 

@@ -2,8 +2,8 @@
 
 "Beyond Scalar Rewards: Distributional RL with Preordered Objectives for Safe and Reliable
 Autonomous Driving" (Abouelazm, Michel et al., ICRA 2026, arXiv 2603.20230; the authors call it
-Pr-IQN). Its method section is not available; this is the reconstruction of
-``shared/research/prmomdp-qd-iqn.md`` §4–5, with every open choice a documented parameter.
+Pr-IQN). Its method section is not available; this is our reconstruction from its abstract, IQN (Dabney et
+al. 2018, arXiv 1806.06923) and lexicographic DQN (Skalse et al. 2022), with every open choice a documented parameter.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from agents.iqn.policies import (
     QDMultiInputPolicy,
     check_thresholds,
 )
-from morl.dominance import check_theta, level_subsets
+from morl.dominance import check_rule, check_theta, staged_subsets
 from morl.preorder import Preorder
 
 __all__ = ["QDIQN"]
@@ -39,7 +39,7 @@ class QDIQN(IQN):
     from ``info["vector_reward"]``. Per objective ``k`` (paper: Pr-MOMDP with a preorder over the
     reward components)::
 
-        C*(s)    = optimal_subset(Z(s, .; tau_grid), preorder, theta, delta)     morl.dominance
+        C*(s)    = optimal_subset(Z(s, .; tau_grid), preorder, theta, delta, subset_rule)   morl.dominance
         a(s)     = tie_break(C*(s))                                                acting (greedy)
         y_k,j    = r_k + gamma_k (1 - done) Z_target,k(s', a*_k; tau'_j)           Bellman target
         loss     = sum_k w_k QuantileHuber(Z_k(s, a; tau_1..N), y_k,1..N')
@@ -49,11 +49,16 @@ class QDIQN(IQN):
     - ``theta`` / ``delta``: quantile-dominance threshold and per-objective indifference margins
       (``delta`` in each objective's return units; a scalar applies to all). Default ``theta=0.75``:
       a majority of three quarters of the quantiles must be better by more than ``delta_k``.
+    - ``subset_rule``: ``"staged"`` (default) eliminates stage by stage through the preorder's levels, the
+      paper's "actions that remain non-dominated under each objective"; ``"rulebook"`` keeps the actions no
+      action is preferred to under the rulebook relation, every pair compared. For a strict chain
+      (``safety > rules > progress > comfort``) staged is lexicographic elimination; the two differ where an
+      action removed at a higher level still beats a survivor lower down (``morl.dominance`` has examples).
     - ``target_mode="shared"`` (default): one next action ``a* = tie_break(C*(s'))`` for every
       objective, the action the greedy policy would take, so each head learns the return of the
       executed policy. ``"per_objective"``: ``a*_k = argmax`` of objective ``k``'s mean over the
-      actions left after the levels strictly above ``k`` (``morl.dominance.level_subsets``), so a
-      low-precedence head learns its best value inside what the higher levels admit.
+      actions left before the stage of ``k`` (``morl.dominance.staged_subsets``), so a low-precedence head
+      learns its best value inside what the higher levels admit; it needs ``subset_rule="staged"``.
     - ``tie_break`` inside the subset: ``"lowest_mean"`` (default; argmax of the mean of the
       lowest-precedence level, summed over its objectives — deterministic, as in thresholded
       lexicographic Q-learning, which spends the leftover freedom on the last objective),
@@ -109,6 +114,7 @@ class QDIQN(IQN):
         has them; otherwise its objective order is the order of the reward vector.
     :param theta: QD threshold in (0.5, 1].
     :param delta: indifference margin, a scalar or one per objective.
+    :param subset_rule: "staged" or "rulebook".
     :param target_mode: "shared" or "per_objective".
     :param tie_break: "lowest_mean", "sum_mean" or "random".
     :param thresholds: satisfaction threshold per objective (``None`` entries: none), or ``None``.
@@ -134,6 +140,7 @@ class QDIQN(IQN):
         theta: float = 0.75,
         delta: float | tuple[float, ...] = 0.0,
         target_mode: str = "shared",
+        subset_rule: str = "staged",
         tie_break: str = "lowest_mean",
         objective_weights: tuple[float, ...] | None = None,
         thresholds: tuple[float | None, ...] | None = None,
@@ -151,6 +158,10 @@ class QDIQN(IQN):
         self.theta = check_theta(theta)  # checked here too, so a bad config fails before training
         self.delta = delta
         self.target_mode = target_mode
+        self.subset_rule = check_rule(subset_rule)
+        if target_mode == "per_objective" and subset_rule != "staged":
+            raise ValueError("target_mode='per_objective' reads the admissible actions of each objective from the "
+                             f"stages of subset_rule='staged', got subset_rule={subset_rule!r}")
         self.tie_break = tie_break
         self.objective_weights = objective_weights
         self.thresholds = thresholds
@@ -207,6 +218,7 @@ class QDIQN(IQN):
             self.replay_buffer_kwargs.setdefault("reward_dim", m)
         self.thresholds = check_thresholds(self.thresholds, self.preorder)
         self.policy_kwargs.update(preorder=self.preorder, theta=self.theta, delta=self.delta, tie_break=self.tie_break,
+                                  subset_rule=self.subset_rule,
                                   thresholds=self.thresholds, objective_risk_etas=self.objective_risk_etas)
         super()._setup_model()
         self._weights_t = th.tensor(self.objective_weights, dtype=th.float32, device=self.device)
@@ -258,7 +270,7 @@ class QDIQN(IQN):
             self._subset_size_count += 1
             return actions.unsqueeze(1).expand(batch, m)
         # per_objective: admissible set of objective k = subset after the levels strictly above k.
-        subsets = level_subsets(self.policy.dominance_quantiles(z_select).permute(0, 2, 3, 1), self.preorder,
+        subsets = staged_subsets(self.policy.dominance_quantiles(z_select).permute(0, 2, 3, 1), self.preorder,
                                 self.theta, self.policy.delta_t)
         self._subset_size_sum = self._subset_size_sum + self.policy.mean_size(subsets[-1])
         self._subset_size_count += 1

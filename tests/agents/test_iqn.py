@@ -134,6 +134,9 @@ def test_quantile_huber_cpu_kernel_matches_the_tensor_code(kappa, dtype, shared_
 def test_quantile_huber_loss_rejects_bad_shapes():
     with pytest.raises(ValueError, match="taus"):
         quantile_huber_loss(th.zeros(2, 3), th.zeros(2, 4), th.zeros(2, 4))
+    for dtype in (th.float32, th.float64):  # the CPU kernel path: a shorter taus batch would be read past its end
+        with pytest.raises(ValueError, match=r"taus \(3, 8\) must be \[B, 8\]"):
+            quantile_huber_loss(th.zeros(64, 8, 2, dtype=dtype), th.zeros(64, 8, 2, dtype=dtype), th.rand(3, 8))
     with pytest.raises(ValueError, match="kappa"):
         quantile_huber_loss(th.zeros(2, 3), th.zeros(2, 4), th.zeros(2, 3), kappa=-1.0)
 
@@ -260,6 +263,28 @@ def test_ensemble_bootstrap_mask_gates_heads():
     assert changed[0] == 0 and changed[1] > 0 and changed[2] > 0
 
 
+def test_ensemble_bootstrap_masks_survive_save_load_and_sample_the_drawn_rows(tmp_path):
+    # seed None: loading cannot redraw the same masks by reseeding (with a seed, _setup_model reseeds first)
+    model = EnsembleIQN("MlpPolicy", "CartPole-v1", n_ensemble=3, bootstrap_prob=0.5, buffer_size=500,
+                        learning_starts=50, seed=None)
+    model.learn(120)
+    masks = model.bootstrap_masks.copy()
+    model.save(tmp_path / "ens.zip")
+    np.random.seed(123)  # a different global stream: redrawn masks would differ
+    loaded = EnsembleIQN.load(tmp_path / "ens.zip", env=model.get_env(), device="cpu")
+    assert np.array_equal(loaded.bootstrap_masks, masks) and masks.shape == (500, 3)
+    assert th.equal(loaded._bootstrap_masks, th.as_tensor(masks))
+    # The host sampler: the masks returned are those of the rows whose transitions it returns.
+    loaded.replay_buffer = model.replay_buffer
+    np.random.seed(7)
+    data, weights = loaded._sample(64)
+    np.random.seed(7)
+    rows = np.random.randint(0, model.replay_buffer.pos, size=64)
+    envs = np.random.randint(0, 1, size=64)
+    assert th.equal(weights, th.as_tensor(masks[rows]).float())
+    assert th.equal(data.observations, th.as_tensor(model.replay_buffer.observations[rows, envs]))
+
+
 def test_ensemble_acts_on_mean_of_heads():
     model = EnsembleIQN("MlpPolicy", "CartPole-v1", n_ensemble=4, learning_starts=10, seed=1)
     obs = th.randn(16, 4)
@@ -327,3 +352,21 @@ def test_bad_parameters_raise_clear_errors():
         IQN("MlpPolicy", "CartPole-v1", select_taus="fixed")
     with pytest.raises(ValueError, match="bootstrap_prob"):
         EnsembleIQN("MlpPolicy", "CartPole-v1", bootstrap_prob=0.0)
+
+
+def test_caller_optimizer_kwargs_are_merged_with_the_iqn_defaults():
+    model = IQN("MlpPolicy", "CartPole-v1", batch_size=50, learning_starts=10, seed=0,
+                policy_kwargs={"optimizer_kwargs": {"weight_decay": 0.1}})
+    group = model.policy.optimizer.param_groups[0]
+    assert group["weight_decay"] == 0.1 and group["eps"] == pytest.approx(0.01 / 50)
+    own_eps = IQN("MlpPolicy", "CartPole-v1", learning_starts=10, seed=0, policy_kwargs={"optimizer_kwargs": {"eps": 1e-3}})
+    assert own_eps.policy.optimizer.param_groups[0]["eps"] == 1e-3  # the caller's key wins
+
+
+def test_fused_adam_is_asked_for_only_where_torch_has_it(monkeypatch):
+    from agents.iqn import iqn as iqn_module
+
+    for version, cpu in (("2.3.1+cpu", False), ("2.4.0", True), ("2.13.0", True)):
+        monkeypatch.setattr(iqn_module.th, "__version__", version)
+        assert iqn_module._fused_adam_supported(th.device("cpu")) is cpu
+        assert iqn_module._fused_adam_supported(th.device("cuda")) is True

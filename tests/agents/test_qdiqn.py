@@ -332,8 +332,6 @@ def test_iqn_configs_train_and_evaluate_in_a_tiny_budget(name, tmp_path):
     from morl.config import load_config
     from morl.experiment import train
 
-    if name.startswith("highway"):
-        pytest.importorskip("highway_env")
     path = CONFIG_DIR / f"{name}.yaml"
     tiny = TINY_HIGHWAY if name.startswith("highway") else TINY_ROUTE
     cfg = load_config(path, TINY_AGENT + tiny + [f"output.root={tmp_path}"])
@@ -364,35 +362,71 @@ def test_cpu_select_kernel_matches_the_tensor_tie_break(tie_break):
     expected = masked_argmax(tie_break_scores(mean_z, tie_break, policy.last_level), mask)
     got = _masked_argmax_kernel(mean_z.numpy(), policy._score_objs, mask.numpy())
     assert got.tolist() == expected.tolist()
-    # and select() (which takes the kernel on CPU) agrees with the tensor code on real quantiles
+    # and select() (which takes the kernel on CPU) agrees with the tensor code on real quantiles: the subset of
+    # the torch staged elimination, then the tensor tie-break inside it
+    from morl.dominance import _staged_subsets_torch
+
     z = th.randn(64, 8, 3, 5, generator=g)
     actions, subset = policy.select(z)
+    expected_subset = _staged_subsets_torch(z.permute(0, 2, 3, 1), p, policy.theta, policy.delta_t,
+                                            th.ones(64, 5, dtype=th.bool))[-1]
+    assert th.equal(subset, expected_subset) and 1.0 < policy.mean_size(subset) < 5.0
     scores = tie_break_scores(z.mean(dim=1), tie_break, policy.last_level)
-    assert th.equal(actions, masked_argmax(scores, subset)) and bool(subset[th.arange(64), actions].all())
+    assert th.equal(actions, masked_argmax(scores, expected_subset))
 
 
+@pytest.mark.parametrize("rule", ["staged", "rulebook"])
 @pytest.mark.parametrize("thresholds", [None, (-0.5, None, 0.5)])
 @pytest.mark.parametrize("dtype", [th.float32, th.float64])
-def test_fused_select_kernel_matches_the_subset_and_tie_break_it_replaces(thresholds, dtype):
-    # On CPU select() is one numba call; it must give optimal_subset's mask (of the quantiles capped at the
-    # thresholds) and the tensor tie-break's action, with ties, cycles (theta < 1), NaN and inf quantiles.
+def test_fused_select_kernel_matches_the_subset_and_tie_break_it_replaces(thresholds, dtype, rule):
+    # On CPU select() is one numba call; it must give the torch code's mask (of the quantiles capped at the
+    # thresholds) and the tensor tie-break's action, with ties, cycles (theta < 1) and inf quantiles.
     from agents.iqn.policies import QDIQNPolicy, masked_argmax, tie_break_scores
-    from morl.dominance import optimal_subset
+    from morl.dominance import _rulebook_subset_torch, _staged_subsets_torch
 
     policy = QDIQNPolicy(spaces.Box(-1, 1, (2,)), spaces.Discrete(5), lambda _: 1e-3, preorder="a > b, c",
-                         theta=0.6, delta=(0.5, 0.0, 0.0), thresholds=thresholds)
+                         theta=0.6, delta=(0.5, 0.0, 0.0), thresholds=thresholds, subset_rule=rule)
     g = th.Generator().manual_seed(3)
     z = ((th.randn(400, 8, 3, 5, generator=g) * 2).round() / 2).to(dtype)  # sums exact: equal means tie exactly
-    z[0, :, 0, 2] = float("nan")
     z[1, :, 1, 3] = float("inf")
     z[2, 3, 2, 0] = float("-inf")
     actions, mask = policy.select(z)
-    expected_mask = optimal_subset(policy.dominance_quantiles(z).permute(0, 2, 3, 1), policy.preorder, 0.6,
-                                   policy.delta_t.to(dtype))
+    torch_code = _staged_subsets_torch if rule == "staged" else _rulebook_subset_torch
+    expected_mask = torch_code(policy.dominance_quantiles(z).permute(0, 2, 3, 1), policy.preorder, 0.6,
+                               policy.delta_t.to(dtype), th.ones(400, 5, dtype=th.bool))
+    expected_mask = expected_mask[-1] if rule == "staged" else expected_mask
     assert th.equal(mask, expected_mask)
     expected = masked_argmax(tie_break_scores(z.mean(dim=1), "lowest_mean", policy.last_level), expected_mask)
     assert th.equal(actions, expected)
     assert 1.0 < policy.mean_size(mask) < 5.0  # the subsets are neither trivial nor everything
+
+
+@pytest.mark.parametrize("tie_break", ["lowest_mean", "random"])
+def test_nan_quantiles_raise_naming_the_objective_instead_of_acting(tie_break):
+    model = QDIQN("MlpPolicy", SafeOrFast(), tie_break=tie_break, learning_starts=10, seed=0)
+    z = th.zeros(3, 8, 2, 3)
+    z[2, 5, 1, 0] = float("nan")  # progress of action 0 in state 2
+    with pytest.raises(ValueError, match="'progress'.*state 2, action 0"):
+        model.policy.select(z)
+    with th.no_grad():
+        for param in model.policy.quantile_net.parameters():
+            param.fill_(float("nan"))
+    with pytest.raises(ValueError, match="'safety'.*diverged"):
+        model.predict(np.eye(4, dtype=np.float32)[:1], deterministic=True)
+
+
+def test_subset_rule_reaches_the_policy_and_per_objective_needs_staged():
+    z = th.tensor([[[[0., 0.], [-1., 2.], [1., 1.]], [[5., 5.], [0., 0.], [-1., 1.]]]])  # [1, m, A, K]
+    z = z.permute(0, 3, 1, 2)  # [1, K, m, A]: 2 removes 0 on safety, 0 still beats 1 on progress
+    staged = QDIQN("MlpPolicy", SafeOrFast(), theta=1.0, learning_starts=10, seed=0)
+    rulebook = QDIQN("MlpPolicy", SafeOrFast(), theta=1.0, subset_rule="rulebook", learning_starts=10, seed=0)
+    assert staged.policy.select(z)[1].tolist() == [[False, True, True]]
+    assert rulebook.policy.select(z)[1].tolist() == [[False, False, True]]
+    assert rulebook.policy._get_constructor_parameters()["subset_rule"] == "rulebook"
+    with pytest.raises(ValueError, match="per_objective.*subset_rule='staged'"):
+        QDIQN("MlpPolicy", SafeOrFast(), subset_rule="rulebook", target_mode="per_objective", learning_starts=10)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        QDIQN("MlpPolicy", SafeOrFast(), subset_rule="pareto", learning_starts=10)
 
 
 def test_quickstart_runs_the_agents_of_the_driving_comparison():

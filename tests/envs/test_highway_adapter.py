@@ -9,12 +9,11 @@ import doctest
 import math
 import warnings
 
+import highway_env  # noqa: F401  (a hard dependency: failing to import it is a failure)
 import numpy as np
 import pytest
 
-pytest.importorskip("highway_env")
-
-from envs.driving import highway_adapter  # noqa: E402
+from envs.driving import highway_adapter
 from envs.driving import objectives as obj  # noqa: E402
 from envs.driving.highway_adapter import TTC_NONE, HighwayEnvAdapter, RoutePolyline  # noqa: E402
 
