@@ -454,8 +454,9 @@ def load_config(path, overrides=()) -> ExperimentConfig:
         raise ConfigError(source, where, problem) from None
     if data is None:
         data = {}
-    if isinstance(data, dict):
-        data.setdefault("name", Path(path).stem)
+    if not isinstance(data, dict):  # before the overrides, which need a mapping to set keys in
+        raise ConfigError(source, "<root>", f"the file must hold a mapping, got {type(data).__name__}")
+    data.setdefault("name", Path(path).stem)
     data = apply_overrides(data, overrides, source)
     return config_from_dict(data, source)
 

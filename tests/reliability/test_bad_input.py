@@ -52,11 +52,12 @@ FILE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("extra", [(), ("--set", "train.seed=1")], ids=["plain", "with_set"])
 @pytest.mark.parametrize("name,field,problem", FILE_CASES, ids=[c[0] for c in FILE_CASES])
-def test_malformed_files(name, field, problem, tmp_path, monkeypatch, capsys):
+def test_malformed_files(name, field, problem, extra, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     path = CORPUS / name
-    code, line = _train_cli(path, capsys)
+    code, line = _train_cli(path, capsys, *extra)  # an override must not turn the message into a traceback
     assert code == 2 and line == f"error: {path}: {field}: {problem}", line
     _no_run_left(tmp_path)
 
