@@ -116,7 +116,8 @@ def _sweep(args) -> int:
     except ValueError as exc:
         raise ConfigError(args.config, "--grid", str(exc)) from None
     out = run_sweep(cfg, seeds=args.seeds, grid=grid, backend=args.backend, address=args.address,
-                    max_workers=args.max_workers, sweep_dir=args.out, source=args.config)
+                    max_workers=args.max_workers, sweep_dir=args.out, source=args.config,
+                    overrides=args.overrides)
     print(out)
     return 0
 

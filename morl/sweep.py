@@ -62,12 +62,30 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text) or "run"
 
 
-def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>") -> list[dict]:
+def _override_path(item) -> str:
+    return (item.split("=", 1)[0] if isinstance(item, str) else item[0]).strip()
+
+
+def _check_overrides_against_grid(grid: dict, overrides, source: str) -> None:
+    """An override and a grid axis that set the same key (or the override a section holding the axis's
+    key) cannot both hold: the error names both."""
+    for item in overrides:
+        path = _override_path(item)
+        for key in grid:
+            if key == path or key.startswith(path + "."):
+                raise ConfigError(source, path, f"is set by --set {path} and swept by the grid axis {key}: "
+                                                f"drop one of them")
+
+
+def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>", overrides=()) -> list[dict]:
     """Run specifications for every (grid point, seed), each validated.
 
     :param cfg: the base config; its ``sweep`` section gives defaults for ``seeds`` and ``grid``.
     :param seeds: a count (seeds ``train.seed .. train.seed + n - 1``) or a list of seeds.
     :param grid: ``{key.path: [values]}``, merged over the config's grid.
+    :param overrides: ``"key.path=value"`` strings (the CLI's ``--set``) applied again on top of each grid
+        point, so an override inside a swept section (``agent.learning_starts`` under a grid of whole
+        ``agent`` sections) holds in every run; one that sets a swept key itself is an error.
     :return: dicts with ``group``, ``seed``, ``params`` and ``config`` (a plain mapping).
     """
     sweep = cfg.sweep
@@ -77,6 +95,8 @@ def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>
     full_grid.update(grid or {})
     base = cfg.model_dump(mode="json")
     base["sweep"] = None
+    _check_overrides_against_grid(full_grid, overrides, source)
+    overrides = [o for o in overrides if _override_path(o).split(".")[0] != "sweep"]  # the runs hold no sweep
     keys = list(full_grid)
     points = [dict(zip(keys, values)) for values in itertools.product(*(full_grid[k] for k in keys))]
     labels = [_label(params) or cfg.agent.name for params in points]
@@ -91,7 +111,7 @@ def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>
     for params, group in zip(points, labels):
         for seed in seed_list:
             try:
-                data = apply_overrides(base, [*params.items(), ("train.seed", seed)], source)
+                data = apply_overrides(base, [*params.items(), *overrides, ("train.seed", seed)], source)
                 run_cfg = config_from_dict(data, source)
             except ConfigError as exc:
                 where = ", ".join(f"{k}={v}" for k, v in params.items())
@@ -165,8 +185,13 @@ def _run_ray(specs: list[dict], sweep_dir: Path, address: str | None, max_worker
 
 
 def run_sweep(cfg: ExperimentConfig, seeds=None, grid=None, backend: str | None = None, address: str | None = None,
-              max_workers: int | None = None, sweep_dir=None, source: str = "<config>", progress: bool | None = None) -> Path:
-    """Run every (grid point, seed), then write the summary and comparison plots; returns the sweep folder."""
+              max_workers: int | None = None, sweep_dir=None, source: str = "<config>", progress: bool | None = None,
+              overrides=()) -> Path:
+    """Run every (grid point, seed), then write the summary and comparison plots; returns the sweep folder.
+
+    :param overrides: the ``--set`` strings ``cfg`` was loaded with, applied again on top of each grid
+        point (see :func:`expand`).
+    """
     import sys
 
     from morl.experiment import check_config
@@ -177,7 +202,7 @@ def run_sweep(cfg: ExperimentConfig, seeds=None, grid=None, backend: str | None 
     max_workers = max_workers or (sweep.max_workers if sweep is not None else None)
     if backend not in ("local", "ray"):
         raise ConfigError(source, "sweep.backend", f"must be local or ray, got {backend!r}")
-    specs = expand(cfg, seeds, grid, source)
+    specs = expand(cfg, seeds, grid, source, overrides)
     checked = set()
     for spec in specs:  # every grid point must fit its env before anything is written
         key = json.dumps(spec["params"], sort_keys=True, default=str)

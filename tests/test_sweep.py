@@ -47,6 +47,27 @@ def test_expand_seeds_times_grid():
         expand(cfg, grid={"agent.name": ["DQN"], "agent.gae_lambda": [0.9]})
 
 
+def test_overrides_hold_inside_swept_sections(tmp_path, capsys):
+    # A grid of whole agent sections replaces the base's agent section; a --set inside that section must
+    # still hold in every run (it used to vanish: the runs trained with the grid entry's value).
+    agents = [{"name": "PPO", "n_steps": 32, "gamma": 0.9}, {"name": "A2C"}]
+    cfg = load_config(CONFIG, ["agent.gamma=0.5", "sweep.seeds=1"])
+    specs = expand(cfg, seeds=1, grid={"agent.name": ["PPO"], "agent": agents},
+                   overrides=["agent.gamma=0.5", "sweep.seeds=1"])
+    assert [s["config"]["agent"]["gamma"] for s in specs] == [0.5, 0.5]
+    assert specs[0]["config"]["agent"]["n_steps"] == 32 and all(s["config"]["sweep"] is None for s in specs)
+    # An override of a swept key itself is a conflict, named with both.
+    with pytest.raises(ConfigError, match=r"agent.name: is set by --set agent.name and swept by the grid axis "
+                                          r"agent.name: drop one of them"):
+        expand(cfg, overrides=["agent.name=PPO"])
+    with pytest.raises(ConfigError, match=r"agent: is set by --set agent and swept by the grid axis agent.name"):
+        expand(cfg, overrides=[("agent", {"name": "PPO"})])
+    # The CLI passes its --set to the sweep (the conflict is reported before anything runs).
+    assert cli.main(["sweep", str(CONFIG), "--set", "agent.name=DQN", "--out", str(tmp_path / "s")]) == 2
+    assert "is set by --set agent.name and swept by the grid axis agent.name" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
 def _rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
