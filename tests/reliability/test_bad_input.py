@@ -94,7 +94,7 @@ FIELD_CASES = [
     ("unknown_import", _set("env.imports", ["no_such_package"]), "env.imports", r"cannot import: No module named 'no_such_package'"),
     ("relative_import", _set("env.imports", [".envs"]), "env.imports", r"cannot import: '.envs' is not an absolute module name"),
     ("unknown_scenario", lambda d: d.update(env={"scenario": "nowhere"}), "env", r"building the environment failed: .*'nowhere'.*"),
-    ("weights_outside_preorder", _set("env.preorder", [["balance"], ["speed"]]), "env.weights.centred", r"unknown objective: not in env.preorder \(balance, speed\)"),
+    ("weights_outside_preorder", _set("env.preorder", [["balance"], ["speed"]]), "env.preorder", r"unknown objective 'speed' \(the env's objectives: balance, centred\)"),
     ("unknown_objective_in_levels", lambda d: d["env"].update(preorder=[["balance"], ["speed"]], weights=None), "env.preorder", r"unknown objective 'speed' \(the env's objectives: balance, centred\)"),
     ("preorder_cycle", _set("env.preorder", "balance > centred; centred > balance"), "env.preorder", r"cycle: 'balance > centred' is contradicted by the other pairs, which put them level"),
     ("preorder_pairs_cycle", _set("env.preorder", {"objectives": ["balance", "centred"], "greater": [["centred", "balance"]], "ties": [["balance", "centred"]]}), "env.preorder", r"cycle: 'centred > balance' is contradicted by the other pairs, which put them level"),
