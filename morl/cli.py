@@ -13,6 +13,8 @@ without a traceback and without creating a run directory. A run that fails at ru
 observation or reward, a malformed action, a diverged loss or parameter, a simulator server that
 cannot be reached again) prints one line
 ``error: <Kind>: <what, where>`` and exits with status 1, keeping its checkpoints if it wrote any.
+Ctrl-C prints one line ``interrupted: ...`` naming the last checkpoint and the command that resumes
+it, and exits with status 130.
 """
 
 from __future__ import annotations
@@ -130,6 +132,9 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line (training says where its checkpoint is), no traceback
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
+        return 130
     except (FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -69,6 +69,7 @@ from morl.wrappers import EVENT_KEYS, FiniteCheck, MOEpisodeStatistics, NonFinit
 
 __all__ = ["make_env", "make_vec_env", "env_kwargs", "env_objectives", "check_config", "build_agent", "new_run_dir",
            "train", "resume", "evaluate", "load_run_config", "AtomicCheckpoint", "DivergenceGuard", "DivergenceError",
+           "TrainingInterrupted",
            "EVAL_SEED_BASE", "PER_ENV"]
 
 #: Evaluation seeds default to EVAL_SEED_BASE + i, far from training seeds.
@@ -199,6 +200,7 @@ def env_objectives(env) -> tuple[str, ...]:
 def check_config(cfg: ExperimentConfig, source: str) -> tuple[str, ...]:
     """Build one env to check the config against it; any failure becomes a ConfigError."""
     _check_per_env(cfg, source)
+    _available_device(cfg.train.device, source)
     def build(fn):
         try:
             return fn(cfg)
@@ -340,12 +342,29 @@ def train(cfg: ExperimentConfig, run_dir=None, source: str = "<config>", callbac
         _learn(cfg, model, run_dir, objectives, cfg.train.total_timesteps, callbacks)
     except BaseException as exc:
         _after_failure(run_dir, created, exc)
+        if isinstance(exc, KeyboardInterrupt):
+            raise TrainingInterrupted(_interrupted_note(run_dir, model)) from None
         raise
     finally:
         venv.close()
     if evaluate_after:
         evaluate(run_dir)
     return run_dir
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where the last checkpoint is and how to resume."""
+
+
+def _interrupted_note(run_dir: Path, model) -> str:
+    state = read_checkpoint_state(run_dir)
+    at = "" if model is None else f" at timestep {int(model.num_timesteps)}"
+    if state is None:
+        return (f"training stopped{at}, before the first checkpoint: nothing was kept (set train.checkpoint_every "
+                "to keep checkpoints)")
+    return (f"training stopped{at}; the last checkpoint is {run_dir / 'checkpoints' / state['model']} "
+            f"(timestep {state['num_timesteps']}): continue with `morl train --resume {run_dir}`, or evaluate it "
+            f"with `morl eval {run_dir}`")
 
 
 def _after_failure(run_dir: Path, created: Path | None, exc: BaseException) -> None:
@@ -424,14 +443,20 @@ def resume(run_dir, overrides=(), callbacks=(), evaluate_after: bool = True) -> 
     for stale in (run_dir / "checkpoints").glob("*.tmp"):  # a write cut short by a crash
         stale.unlink(missing_ok=True)
     venv = make_vec_env(cfg, cfg.train.n_envs, seed=None)
+    model = None
     try:
         model = cls.load(model_path, env=venv, device=cfg.train.device)
         done = int(model.num_timesteps)
+        remaining = cfg.train.total_timesteps - done
+        if remaining <= 0:
+            raise ConfigError(source, "train.total_timesteps",
+                              f"{run_dir} has finished: it trained {done} of train.total_timesteps = "
+                              f"{cfg.train.total_timesteps} steps. To train on, raise the total (`morl train --resume "
+                              f"{run_dir} --set train.total_timesteps={2 * done}`); to evaluate it, `morl eval {run_dir}`")
         venv.seed(cfg.train.seed + done)  # fresh episodes, not a replay of the first segment's
         if state.get("buffer"):
             model.load_replay_buffer(run_dir / "checkpoints" / state["buffer"])
         atomic_write(run_dir / "config.yaml", dump_config(cfg).encode())
-        remaining = cfg.train.total_timesteps - done
         if remaining > 0:
             # The rows up to the checkpoint are saved aside before SB3's CSV logger truncates
             # progress.csv, so a crash during this segment loses none of them (the next resume reads both).
@@ -441,8 +466,10 @@ def resume(run_dir, overrides=(), callbacks=(), evaluate_after: bool = True) -> 
             _learn(cfg, model, run_dir, objectives, remaining, callbacks, reset=False)
             write_progress(run_dir / "progress.csv", read_progress(run_dir))
             kept.unlink()
-    except DivergenceError as exc:
+    except (DivergenceError, KeyboardInterrupt) as exc:
         _after_failure(run_dir, None, exc)
+        if isinstance(exc, KeyboardInterrupt):
+            raise TrainingInterrupted(_interrupted_note(run_dir, model)) from None
         raise
     finally:
         venv.close()
@@ -470,9 +497,11 @@ def evaluate(run_dir, episodes: int | None = None, deterministic: bool | None = 
     seeds = list(cfg.eval.seeds) if cfg.eval.seeds else []
     seeds = (seeds + [EVAL_SEED_BASE + i for i in range(len(seeds), n)])[:n]
     det = cfg.eval.deterministic if deterministic is None else deterministic
+    model_path = _model_to_evaluate(run_dir)
+    device = _available_device(cfg.train.device, str(run_dir / "config.yaml"), fallback=True)
     venv = make_vec_env(cfg, 1, seed=None, monitor=False)
     objectives = env_objectives(venv)
-    model = registry.resolve_agent(cfg.agent.name).load(run_dir / "model.zip", env=venv, device=cfg.train.device)
+    model = registry.resolve_agent(cfg.agent.name).load(model_path, env=venv, device=device)
     show = sys.stderr.isatty() if progress is None else progress
     records = []
     from tqdm.auto import tqdm
@@ -492,6 +521,40 @@ def evaluate(run_dir, episodes: int | None = None, deterministic: bool | None = 
 
         plot_run(run_dir)
     return result
+
+
+def _model_to_evaluate(run_dir: Path) -> Path:
+    """``model.zip``, or for a run that stopped before writing it, its newest checkpoint (said on stderr)."""
+    if (run_dir / "model.zip").exists():
+        return run_dir / "model.zip"
+    state = read_checkpoint_state(run_dir)
+    if state is None:
+        raise ConfigError(str(run_dir), "model.zip", "not found, and the run has no checkpoint: it stopped before "
+                                                     "anything was saved")
+    print(f"{run_dir} has no model.zip (it stopped at timestep {state['num_timesteps']}): evaluating its last "
+          f"checkpoint, {state['model']}", file=sys.stderr)
+    return run_dir / "checkpoints" / state["model"]
+
+
+def _available_device(device: str, source: str, fallback: bool = False) -> str:
+    """``device`` when torch can use it. Otherwise a ConfigError naming ``train.device``, or with ``fallback``
+    (evaluating a run trained on another machine) a warning and ``"cpu"``."""
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        ok, have = torch.cuda.is_available() and index < torch.cuda.device_count(), torch.cuda.device_count()
+        why = f"torch sees {have} CUDA device{'s' if have != 1 else ''}" + (
+            "" if torch.version.cuda else f" (this torch {torch.__version__} is built without CUDA)")
+    elif device == "mps":
+        ok, why = torch.backends.mps.is_available(), "torch sees no MPS device"
+    else:
+        return device
+    if ok:
+        return device
+    if fallback:
+        warnings.warn(f"{source}: train.device is {device!r} but {why}: using the CPU", stacklevel=3)
+        return "cpu"
+    raise ConfigError(source, "train.device", f"is {device!r} but {why}: use auto (CUDA when present, else the "
+                                              "CPU) or cpu")
 
 
 def _run_episode(model, venv: VecEnv, seed: int, deterministic: bool, objectives, gamma: float) -> dict:

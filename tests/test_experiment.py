@@ -138,3 +138,40 @@ def test_resume_continues_timestep_count(tmp_path, monkeypatch, capsys):
     assert DQN.load(plain / "model.zip").num_timesteps == 200
     assert cli.main(["train", "--resume", str(tmp_path)]) == 2  # not a run directory
     assert "not found: is this a run directory?" in capsys.readouterr().err
+
+
+def test_ctrl_c_eval_of_an_interrupted_run_and_resume_of_a_finished_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    learn = experiment._learn
+    monkeypatch.setattr(experiment, "_learn", lambda *a, **k: learn(*a[:5], [_Interrupt(250)], **k))
+    run = tmp_path / "run"
+    # Ctrl-C: one line saying where the checkpoint is and how to resume, no traceback.
+    assert cli.main(["train", str(CONFIG), "--run-dir", str(run)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == (f"interrupted: training stopped at timestep 250; the last checkpoint is "
+                           f"{run / 'checkpoints' / 'ckpt_200.zip'} (timestep 200): continue with `morl train --resume "
+                           f"{run}`, or evaluate it with `morl eval {run}`"), err
+    assert not (run / "model.zip").exists()
+    monkeypatch.setattr(experiment, "_learn", learn)
+    # morl eval of the interrupted run evaluates its last checkpoint, and says so.
+    assert cli.main(["eval", str(run), "--episodes", "1"]) == 0
+    out = capsys.readouterr()
+    assert "off_road_rate" in out.out and "evaluating its last checkpoint, ckpt_200.zip" in out.err
+    assert json.loads((run / "eval.json").read_text())["num_timesteps"] == 200
+    # Resumed to its end, it is finished: resuming again says so instead of silently re-evaluating.
+    assert cli.main(["train", "--resume", str(run), "--no-eval"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {run / 'config.yaml'}: train.total_timesteps: {run} has finished: it trained 300 of "
+        f"train.total_timesteps = 300 steps. To train on, raise the total (`morl train --resume {run} --set "
+        f"train.total_timesteps=600`); to evaluate it, `morl eval {run}`")
+
+
+def test_an_unavailable_device_is_an_error_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", str(CONFIG), "--set", "train.device=cuda:99"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {CONFIG}: train.device: is 'cuda:99' but torch sees "), err
+    assert err.endswith("use auto (CUDA when present, else the CPU) or cpu"), err
+    assert not (tmp_path / "runs").exists()
