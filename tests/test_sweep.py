@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -68,6 +69,20 @@ def test_overrides_hold_inside_swept_sections(tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
+def test_progress_line_counts_runs_steps_and_time_left(tmp_path, monkeypatch):
+    import io
+
+    from morl import sweep
+
+    specs = [{"config": {"train": {"total_timesteps": 100}}, "steps_file": str(tmp_path / f"{i}.json")} for i in range(2)]
+    (tmp_path / "0.json").write_text(json.dumps({"steps": 100, "total": 100, "done": True}))
+    (tmp_path / "1.json").write_text(json.dumps({"steps": 50, "total": 100}))
+    progress = sweep._Progress(specs, stream=io.StringIO())
+    monkeypatch.setattr(sweep.time, "monotonic", lambda: progress.start + 90.0)
+    # 150 of 200 steps in 90 s: 50 more take about 30 s
+    assert progress.line() == "sweep: 1/2 runs done, 150/200 steps (75 %), 1:30 elapsed, about 0:30 left"
+
+
 def _rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -78,6 +93,11 @@ def test_local_and_ray_sweeps_give_the_same_summary(tmp_path, monkeypatch, capsy
     local = tmp_path / "local"
     assert cli.main(["sweep", str(CONFIG), "--seeds", "2", "--backend", "local", "--out", str(local),
                      *[a for s in FAST for a in ("--set", s)]]) == 0
+    # Progress lines on stderr, also when it is not a terminal (here: captured): from none done to all done.
+    lines = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(r"sweep: 0/4 runs done, 0/256 steps \(0 %\), 0:0\d elapsed", lines[0]), lines
+    assert re.fullmatch(r"sweep: 4/4 runs done, 256/256 steps \(100 %\), \d+:\d\d elapsed", lines[-1]), lines
+    assert not (local / "steps").exists()
     rows = _rows(local / "summary.csv")
     assert [(r["group"], r["seed"]) for r in rows] == [("PPO", "0"), ("PPO", "1"), ("A2C", "0"), ("A2C", "1")]
     assert all(r["num_timesteps"] == "64" for r in rows)
