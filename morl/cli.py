@@ -13,6 +13,8 @@ without a traceback and without creating a run directory. A run that fails at ru
 observation or reward, a malformed action, a diverged loss or parameter, a simulator server that
 cannot be reached again) prints one line
 ``error: <Kind>: <what, where>`` and exits with status 1, keeping its checkpoints if it wrote any.
+Modules named in a config (``factory: "my_envs:make_env"``, ``imports``, wrappers) are imported with
+the current folder first on the path, as ``python -m`` does, for ``train``, ``--resume``, ``eval`` and ``sweep``.
 Ctrl-C prints one line ``interrupted: ...`` naming the last checkpoint and the command that resumes
 it, and exits with status 130.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -124,8 +127,18 @@ def _sweep(args) -> int:
     return 0
 
 
+def _import_from_cwd() -> None:
+    """Put the current folder first on ``sys.path``, as ``python -m`` does, so that a config's
+    ``factory: "my_envs:make_env"`` (or ``imports``, wrappers, agents given as ``module:Class``) finds the
+    user's own modules; sweep workers inherit it."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _import_from_cwd()
     handler = {"train": _train, "eval": _eval, "plot": _plot, "sweep": _sweep}[args.command]
     try:
         return handler(args)

@@ -241,9 +241,10 @@ def _run_ray(specs: list[dict], sweep_dir: Path, address: str | None, max_worker
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            # A local instance; workers must find this package even when it is not installed.
+            # A local instance; workers must find this package even when it is not installed, and the
+            # user's modules in the current folder (as the CLI does).
             root = str(Path(__file__).resolve().parents[1])
-            path = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            path = os.pathsep.join([os.getcwd(), root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
             ray.init(num_cpus=max_workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"PYTHONPATH": path}})
         started = True

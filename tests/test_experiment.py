@@ -2,6 +2,7 @@
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -175,3 +176,26 @@ def test_an_unavailable_device_is_an_error_before_training(tmp_path, monkeypatch
     assert err.startswith(f"error: {CONFIG}: train.device: is 'cuda:99' but torch sees "), err
     assert err.endswith("use auto (CUDA when present, else the CPU) or cpu"), err
     assert not (tmp_path / "runs").exists()
+
+
+def test_cli_imports_a_factory_from_the_current_folder(tmp_path, monkeypatch, capsys):
+    # As `python -m` would: the user's own module next to the config, without installing it.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "my_envs", raising=False)
+    (tmp_path / "my_envs.py").write_text("from morl.registry import two_objective_cartpole as make\n")
+    data = yaml.safe_load(CONFIG.read_text())
+    data["env"]["factory"] = "my_envs:make"
+    data["train"].update(total_timesteps=100, checkpoint_every=50)
+    data["agent"]["learning_starts"] = 20
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    assert cli.main(["train", "mine.yaml", "--run-dir", str(run), "--no-eval"]) == 0, capsys.readouterr().err
+    # the same in a fresh process state: eval and --resume import it again
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "my_envs")
+    assert cli.main(["eval", str(run), "--episodes", "1"]) == 0, capsys.readouterr().err
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "my_envs")
+    assert cli.main(["train", "--resume", str(run), "--set", "train.total_timesteps=150", "--no-eval"]) == 0
+    assert DQN.load(run / "model.zip").num_timesteps >= 150
