@@ -28,6 +28,7 @@ from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticP
 from stable_baselines3.common.utils import explained_variance
 
 from agents.carl.policies import BetaPolicy
+from morl.agent_env import agent_env
 from morl.buffers import (
     DeviceRolloutBuffer,
     MORolloutBuffer,
@@ -111,6 +112,7 @@ class CaRLPPO(PPO):
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         **kwargs,
     ):
+        env = agent_env(env, type(self).__name__, weights_needed=True)
         if env is not None and policy == "MlpPolicy" and isinstance(getattr(env, "action_space", None), spaces.Box):
             policy = "BetaPolicy"
         policy_kwargs = dict(policy_kwargs or {})

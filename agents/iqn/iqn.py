@@ -32,6 +32,7 @@ from stable_baselines3.common.utils import (
 
 from agents.iqn.losses import quantile_huber_loss
 from agents.iqn.policies import CnnPolicy, IQNPolicy, MlpPolicy, MultiInputPolicy
+from morl.agent_env import agent_env
 from morl.buffers import DeviceReplayBuffer, update_info_buffer_at_ends
 
 __all__ = ["IQN"]
@@ -102,6 +103,8 @@ class IQN(OffPolicyAlgorithm):
     }
     exploration_schedule: Schedule
     policy: IQNPolicy
+    #: learns from the scalar SB3 sees (QDIQN learns from the reward vector)
+    trains_on_scalar_reward: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -139,6 +142,8 @@ class IQN(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        # A vector-reward Gymnasium env is scalarised here (or refused, naming the wrapper to use).
+        env = agent_env(env, type(self).__name__, weights_needed=self.trains_on_scalar_reward)
         super().__init__(
             policy, env, learning_rate, buffer_size, learning_starts, batch_size, tau, gamma, train_freq,
             gradient_steps, action_noise=None, replay_buffer_class=replay_buffer_class,
