@@ -36,21 +36,18 @@ import shutil
 import sys
 import time
 import warnings
-from collections import deque
 from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import torch
 import yaml
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecCheckNan, VecEnv, VecMonitor
 
 from morl import registry
-from morl.buffers import vector_reward_array_env
 from morl.checkpoints import (
     AtomicCheckpoint,
     DivergenceError,
@@ -63,17 +60,15 @@ from morl.checkpoints import (
     write_progress,
 )
 from morl.config import ConfigError, ExperimentConfig, apply_overrides, check_objectives, config_from_dict, dump_config, resolve_wrapper
+from morl.evaluate import EVAL_SEED_BASE, ObjectiveLogger, run_episode
 from morl.metrics import episode_metrics
 from morl.preorder import PreorderError
-from morl.wrappers import EVENT_KEYS, FiniteCheck, MOEpisodeStatistics, NonFiniteError, Scalarize, WithPreorder
+from morl.wrappers import FiniteCheck, MOEpisodeStatistics, NonFiniteError, Scalarize, WithPreorder
 
 __all__ = ["make_env", "make_vec_env", "env_kwargs", "env_objectives", "check_config", "build_agent", "new_run_dir",
            "train", "resume", "evaluate", "load_run_config", "AtomicCheckpoint", "DivergenceGuard", "DivergenceError",
            "TrainingInterrupted",
            "EVAL_SEED_BASE", "PER_ENV"]
-
-#: Evaluation seeds default to EVAL_SEED_BASE + i, far from training seeds.
-EVAL_SEED_BASE = 10_000
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -246,50 +241,6 @@ def build_agent(cfg: ExperimentConfig, env: VecEnv, source: str = "<config>"):
         return cls(env=env, **kwargs)
     except (TypeError, ValueError, AssertionError) as exc:
         raise ConfigError(source, "agent", f"{cls.__name__}(...) failed: {exc}") from None
-
-
-class ObjectiveLogger(BaseCallback):
-    """Logs the mean per-objective episode return (last 100 episodes) as ``rollout/return_<objective>``.
-
-    :param objectives: objective names.
-    :param accumulate: sum ``info["vector_reward"]`` per env here (batched simulators without
-        ``MOEpisodeStatistics``) instead of reading ``info["mo_episode"]``.
-    """
-
-    def __init__(self, objectives, window: int = 100, accumulate: bool = False):
-        super().__init__()
-        self.objectives = tuple(objectives)
-        self.returns: deque = deque(maxlen=window)
-        self.accumulate = accumulate
-        self._sums = None
-        self._array_env = None
-
-    def _on_training_start(self) -> None:
-        self._array_env = vector_reward_array_env(self.training_env)
-
-    def _on_step(self) -> bool:
-        new = False
-        infos = self.locals.get("infos", ())
-        if self.accumulate:
-            if self._array_env is not None:  # the batched simulator's own (n_envs, m) array
-                vec = self._array_env.vector_rewards.astype(float)
-            else:
-                vec = np.stack([np.asarray(info["vector_reward"], dtype=float) for info in infos])
-            self._sums = vec if self._sums is None else self._sums + vec
-            for i in np.flatnonzero(self.locals["dones"]):
-                self.returns.append(self._sums[i].copy())
-                self._sums[i] = 0.0
-                new = True
-        for info in () if self.accumulate else infos:
-            ep = info.get("mo_episode")
-            if ep is not None:
-                self.returns.append(np.asarray(ep["r"], dtype=float))
-                new = True
-        if new:
-            mean = np.mean(self.returns, axis=0)
-            for name, value in zip(self.objectives, mean):
-                self.logger.record(f"rollout/return_{name}", float(value))
-        return True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -507,7 +458,7 @@ def evaluate(run_dir, episodes: int | None = None, deterministic: bool | None = 
     from tqdm.auto import tqdm
 
     for seed in tqdm(seeds, desc="eval", unit="ep", disable=not show):
-        records.append(_run_episode(model, venv, seed, det, objectives, cfg.env.gamma))
+        records.append(run_episode(model, venv, seed, det, objectives, cfg.env.gamma))
     venv.close()
     result = {
         "run_dir": str(run_dir), "agent": cfg.agent.name, "env": cfg.env.id or cfg.env.scenario or cfg.env.factory,
@@ -555,41 +506,3 @@ def _available_device(device: str, source: str, fallback: bool = False) -> str:
         return "cpu"
     raise ConfigError(source, "train.device", f"is {device!r} but {why}: use auto (CUDA when present, else the "
                                               "CPU) or cpu")
-
-
-def _run_episode(model, venv: VecEnv, seed: int, deterministic: bool, objectives, gamma: float) -> dict:
-    venv.seed(seed)
-    obs = venv.reset()
-    m = len(objectives)
-    ret, dret, disc, length = np.zeros(m), np.zeros(m), 1.0, 0
-    events = dict.fromkeys(EVENT_KEYS, 0.0)
-    seen: set[str] = set()  # only events the env reports are recorded: absent is not "zero"
-    state, start = None, np.ones(1, dtype=bool)
-    while True:
-        action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
-        obs, _, dones, infos = venv.step(action)
-        info, start = infos[0], dones
-        # Accumulated here too, so batched simulators without MOEpisodeStatistics are measured alike.
-        vec = np.asarray(info["vector_reward"], dtype=float)
-        ret += vec
-        dret += disc * vec
-        disc *= gamma
-        length += 1
-        for key in EVENT_KEYS:
-            if info.get(key) is not None:
-                seen.add(key)
-                events[key] += float(info[key]) if key == "cost" else float(bool(info[key]))
-        if dones[0]:
-            break
-    ep = info.get("mo_episode")
-    if ep is not None:  # the wrapper's record is authoritative where it exists
-        ret, dret, length = np.asarray(ep["r"], float), np.asarray(ep["dr"], float), int(ep["l"])
-        events = {k: float(ep.get(k, events[k])) for k in EVENT_KEYS}
-    events = {k: v for k, v in events.items() if k in seen}
-    rec = {"seed": seed, "returns": dict(zip(objectives, map(float, ret))),
-           "discounted_returns": dict(zip(objectives, map(float, dret))), "length": length, "events": events}
-    if "route_completion" in info:
-        rec["route_completion"] = float(info["route_completion"])
-    if "distance" in info:
-        rec["distance_km"] = float(info["distance"]) / 1000.0
-    return rec

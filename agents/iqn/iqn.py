@@ -34,6 +34,7 @@ from agents.iqn.losses import quantile_huber_loss
 from agents.iqn.policies import CnnPolicy, IQNPolicy, MlpPolicy, MultiInputPolicy
 from morl.agent_env import agent_env
 from morl.buffers import DeviceReplayBuffer, update_info_buffer_at_ends
+from morl.evaluate import with_objective_logger
 
 __all__ = ["IQN"]
 
@@ -386,6 +387,8 @@ class IQN(OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfIQN:
+        # rollout/return_<objective> is logged by default when the env has objectives
+        callback = with_objective_logger(callback, self.env)
         return super().learn(total_timesteps=total_timesteps, callback=callback, log_interval=log_interval,
                              tb_log_name=tb_log_name, reset_num_timesteps=reset_num_timesteps,
                              progress_bar=progress_bar)
