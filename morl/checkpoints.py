@@ -5,7 +5,8 @@
   checkpoint or the new one, never half of one;
 - :class:`DivergenceGuard` (with :class:`GuardedLogger`) stops training at the first NaN/inf loss or
   parameter, before a checkpoint of the bad model is written, with a :class:`DivergenceError` naming it;
-- the progress helpers keep ``progress.csv`` rows whole across crashes and resumes.
+- the progress helpers keep ``progress.csv`` rows whole across crashes and resumes, and
+  :class:`StepsFile` tells another process how far a run is.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-__all__ = ["AtomicCheckpoint", "DivergenceError", "DivergenceGuard", "GuardedLogger", "read_checkpoint_state",
+__all__ = ["AtomicCheckpoint", "DivergenceError", "DivergenceGuard", "GuardedLogger", "StepsFile", "read_checkpoint_state",
            "read_progress", "write_progress", "atomic_write", "non_finite_parameter"]
 
 
@@ -185,6 +186,35 @@ class AtomicCheckpoint(BaseCallback):
         if old and old.get("buffer") and old["buffer"] != state["buffer"]:
             (self.directory / old["buffer"]).unlink(missing_ok=True)
         return model_path
+
+
+class StepsFile(BaseCallback):
+    """Write ``{"steps": <timesteps so far>, "total": <the run's total>}`` to a JSON file every ``every_s``
+    seconds and at the end of training, so another process (a sweep's parent) can show the run's progress.
+
+    :param path: the file (written atomically).
+    :param total: the run's total timesteps.
+    :param every_s: seconds between writes.
+    """
+
+    def __init__(self, path, total: int, every_s: float = 1.0):
+        super().__init__()
+        self.path, self.total, self.every_s = Path(path), int(total), float(every_s)
+        self._last = 0.0
+
+    def write(self, **extra) -> None:
+        steps = int(self.model.num_timesteps) if self.model is not None else 0
+        atomic_write(self.path, json.dumps({"steps": steps, "total": self.total, **extra}).encode())
+
+    def _on_step(self) -> bool:
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self.write()
+        return True
+
+    def _on_training_end(self) -> None:
+        self.write()
 
 
 def atomic_write(path: Path, data: bytes) -> None:

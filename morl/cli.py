@@ -13,12 +13,17 @@ without a traceback and without creating a run directory. A run that fails at ru
 observation or reward, a malformed action, a diverged loss or parameter, a simulator server that
 cannot be reached again) prints one line
 ``error: <Kind>: <what, where>`` and exits with status 1, keeping its checkpoints if it wrote any.
+Modules named in a config (``factory: "my_envs:make_env"``, ``imports``, wrappers) are imported with
+the current folder first on the path, as ``python -m`` does, for ``train``, ``--resume``, ``eval`` and ``sweep``.
+Ctrl-C prints one line ``interrupted: ...`` naming the last checkpoint and the command that resumes
+it, and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -116,19 +121,33 @@ def _sweep(args) -> int:
     except ValueError as exc:
         raise ConfigError(args.config, "--grid", str(exc)) from None
     out = run_sweep(cfg, seeds=args.seeds, grid=grid, backend=args.backend, address=args.address,
-                    max_workers=args.max_workers, sweep_dir=args.out, source=args.config)
+                    max_workers=args.max_workers, sweep_dir=args.out, source=args.config,
+                    overrides=args.overrides)
     print(out)
     return 0
 
 
+def _import_from_cwd() -> None:
+    """Put the current folder first on ``sys.path``, as ``python -m`` does, so that a config's
+    ``factory: "my_envs:make_env"`` (or ``imports``, wrappers, agents given as ``module:Class``) finds the
+    user's own modules; sweep workers inherit it."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _import_from_cwd()
     handler = {"train": _train, "eval": _eval, "plot": _plot, "sweep": _sweep}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line (training says where its checkpoint is), no traceback
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
+        return 130
     except (FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

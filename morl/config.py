@@ -29,8 +29,12 @@ written to disk before validation passes.
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
 import math
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -276,11 +280,30 @@ def _field_loc(loc) -> tuple:
     return tuple(p for p in loc if not (isinstance(p, str) and _UNION_TAG.match(p)))
 
 
+def _model_at(loc) -> type[BaseModel] | None:
+    """The schema section holding the key at ``loc`` (``("train", "seeed")`` -> TrainConfig)."""
+    model = ExperimentConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        candidates += [a for c in candidates for a in typing.get_args(c)]  # list[WrapperSpec]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
 def _pydantic_problem(err: dict) -> tuple[str, str]:
     loc = ".".join(str(p) for p in _field_loc(err["loc"])) or "<root>"
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
-        return loc, "unknown key"
+        model = _model_at(err["loc"])
+        known = [] if model is None else list(model.model_fields)
+        return loc, f"unknown key{_did_you_mean(str(err['loc'][-1]), known)}"
     if kind == "missing":
         return loc, "required key is missing"
     if kind == "value_error":
@@ -299,7 +322,8 @@ def config_from_dict(data: dict, source: str = "<config>") -> ExperimentConfig:
         cfg = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         # Report the first problem only: one clear message beats a wall of follow-on errors.
-        errors = exc.errors(include_url=False)
+        # Unknown keys first: a misspelt key also makes the key it meant "missing", and the typo is the cause.
+        errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
         path, problem = _pydantic_problem(errors[0])
         field = _field_loc(errors[0]["loc"])
         if field != tuple(errors[0]["loc"]):
@@ -321,11 +345,7 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
         cls = registry.resolve_agent(cfg.agent.name)
     except KeyError as exc:
         raise ConfigError(source, "agent.name", exc.args[0]) from None
-    params, var_kw = registry.agent_parameters(cls)
-    if not var_kw:
-        for key in cfg.agent.kwargs:
-            if key not in params:
-                raise ConfigError(source, f"agent.{key}", f"unknown argument of {cls.__name__}")
+    _check_agent_arguments(cfg, cls, source)
     env = cfg.env
     try:
         for module in env.imports:
@@ -357,23 +377,109 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
             raise ConfigError(source, f"env.wrappers.{i}.name",
                               f"{spec.name} is not a VecEnvWrapper: a batched env (env.scenario) takes VecEnv wrappers "
                               "(e.g. agents.carl:CaRLVecReward), a single env (env.id) takes Gymnasium ones")
-    preorder = None
+    # The preorder's and the weights' names are checked against the env's objectives (check_objectives),
+    # not against each other: only the env knows which of two differing names is the misspelt one.
     if env.preorder is not None:
         try:
-            preorder = Preorder.parse(env.preorder)
+            Preorder.parse(env.preorder)
         except PreorderError as exc:
             raise ConfigError(source, "env.preorder", str(exc)) from None
-    if isinstance(env.weights, dict) and preorder is not None:
-        for name in env.weights:
-            if name not in preorder.objectives:
-                raise ConfigError(source, f"env.weights.{name}",
-                                  f"unknown objective: not in env.preorder ({', '.join(preorder.objectives)})")
     if cfg.sweep is not None:
         for key in cfg.sweep.grid:
             if not cfg.sweep.grid[key]:
                 raise ConfigError(source, f"sweep.grid.{key}", "needs at least one value")
             if key.split(".")[0] == "sweep":
                 raise ConfigError(source, f"sweep.grid.{key}", "cannot sweep over the sweep section")
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _annotation_members(annotation) -> set[str] | None:
+    """The type names of a parameter's annotation, with ``None`` left out (``"int | None"`` -> ``{"int"}``);
+    None when there is no annotation."""
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):  # postponed annotations (``from __future__ import annotations``)
+        text = annotation.replace(" ", "")
+        if text.startswith("Optional[") and text.endswith("]"):
+            text = text[len("Optional["):-1]
+        members = set(text.split("|"))  # a bracketed member splits into pieces that name no number type
+    else:
+        args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+            else (annotation,)
+        members = {a.__name__ if isinstance(a, type) else str(a) for a in args}
+    return members - {"None", "NoneType"}
+
+
+def _number_kind(param: inspect.Parameter) -> str | None:
+    """``"bool"``, ``"int"`` or ``"float"`` when the parameter takes only that (a float may also be a
+    schedule, which a YAML file cannot hold); None when it takes other things too."""
+    members = _annotation_members(param.annotation)
+    if members is None:  # unannotated: judge by the default
+        default = param.default
+        members = {type(default).__name__} if isinstance(default, (bool, int, float)) else set()
+    if members == {"bool"}:
+        return "bool"
+    if members == {"int"}:
+        return "int"
+    if members and members <= {"int", "float", "Schedule"} | {m for m in members if m.startswith(
+            ("collections.abc.Callable", "Callable", "typing.Callable"))} and "float" in members:
+        return "float"
+    return None
+
+
+_KIND_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number"}
+
+
+def _fits(kind: str, value) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_agent_arguments(cfg: ExperimentConfig, cls: type, source: str) -> None:
+    """The agent's arguments against its constructor: names (with a did-you-mean), number types (from the
+    annotations, or the defaults where there are none), and settings under which no gradient step happens."""
+    params, var_kw = registry.agent_signature(cls)
+    name = cls.__name__
+    kwargs = cfg.agent.kwargs
+    for key, value in kwargs.items():
+        if key not in params:
+            if not var_kw:
+                raise ConfigError(source, f"agent.{key}", f"unknown argument of {name}{_did_you_mean(key, params)}")
+            continue
+        kind = _number_kind(params[key])
+        if kind is None or value is None or _fits(kind, value):
+            continue
+        if kind == "int" and isinstance(value, float) and value.is_integer():  # 1e6 is a float in YAML
+            cfg.agent.model_extra[key] = int(value)
+            continue
+        default = params[key].default
+        hint = f" ({name}'s default: {default!r})" if default is not inspect.Parameter.empty else ""
+        problem = f"must be {_KIND_WORDS[kind]}{hint}, got {value!r}"
+        if isinstance(value, str) and kind != "bool":
+            try:
+                float(value)
+                problem += " (a string: remove the quotes)"
+            except ValueError:
+                pass
+        raise ConfigError(source, f"agent.{key}", problem)
+    effective = {k: kwargs.get(k, p.default) for k, p in params.items()}
+    starts, total = effective.get("learning_starts"), cfg.train.total_timesteps
+    if _fits("int", starts) and starts >= total:
+        given = "" if "learning_starts" in kwargs else f" ({name}'s default)"
+        raise ConfigError(source, "agent.learning_starts",
+                          f"{starts}{given} is not below train.total_timesteps = {total}: the agent would collect "
+                          f"{total} steps and never update (no gradient step); lower agent.learning_starts or raise "
+                          "train.total_timesteps")
+    if effective.get("gradient_steps") == 0:
+        raise ConfigError(source, "agent.gradient_steps", "is 0: the agent would never update (no gradient step); "
+                                                          "give 1 or more (-1: one per env step)")
 
 
 def resolve_wrapper(name: str):
@@ -401,8 +507,8 @@ def check_objectives(cfg: ExperimentConfig, objectives, source: str) -> None:
     if preorder is not None:
         for name in preorder.objectives:
             if name not in objectives:
-                raise ConfigError(source, "env.preorder",
-                                  f"unknown objective {name!r} (the env's objectives: {', '.join(objectives)})")
+                raise ConfigError(source, "env.preorder", f"unknown objective {name!r} (the env's objectives: "
+                                                          f"{', '.join(objectives)}){_did_you_mean(name, objectives)}")
         for name in objectives:
             if name not in preorder.objectives:
                 raise ConfigError(source, "env.preorder",
@@ -411,16 +517,18 @@ def check_objectives(cfg: ExperimentConfig, objectives, source: str) -> None:
     if isinstance(weights, dict):
         for name in weights:
             if name not in objectives:
-                raise ConfigError(source, f"env.weights.{name}",
-                                  f"unknown objective (the env's objectives: {', '.join(objectives)})")
+                raise ConfigError(source, f"env.weights.{name}", f"unknown objective (the env's objectives: "
+                                                                  f"{', '.join(objectives)}){_did_you_mean(name, objectives)}")
     elif weights is not None and len(weights) != len(objectives):
         raise ConfigError(source, "env.weights", f"has {len(weights)} entries for {len(objectives)} objectives "
                                                  f"({', '.join(objectives)})")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key written twice in one mapping is an error: PyYAML keeps
-    the last silently, so a pasted second ``agent:`` section would replace the first unnoticed."""
+    """YAML's safe loader, except that a key written twice in one mapping is an error (PyYAML keeps
+    the last silently, so a pasted second ``agent:`` section would replace the first unnoticed), and
+    that ``1e-4`` and ``3.0e4`` are floats as in YAML 1.2 (YAML 1.1 reads them as strings: its floats
+    need a dot and a signed exponent)."""
 
     def construct_mapping(self, node, deep=False):
         seen = {}
@@ -434,6 +542,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (first on line {first.start_mark.line + 1})", key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def load_config(path, overrides=()) -> ExperimentConfig:
@@ -460,8 +574,9 @@ def load_config(path, overrides=()) -> ExperimentConfig:
         raise ConfigError(source, where, problem) from None
     if data is None:
         data = {}
-    if isinstance(data, dict):
-        data.setdefault("name", Path(path).stem)
+    if not isinstance(data, dict):  # before the overrides, which need a mapping to set keys in
+        raise ConfigError(source, "<root>", f"the file must hold a mapping, got {type(data).__name__}")
+    data.setdefault("name", Path(path).stem)
     data = apply_overrides(data, overrides, source)
     return config_from_dict(data, source)
 

@@ -36,21 +36,18 @@ import shutil
 import sys
 import time
 import warnings
-from collections import deque
 from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import torch
 import yaml
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecCheckNan, VecEnv, VecMonitor
 
 from morl import registry
-from morl.buffers import vector_reward_array_env
 from morl.checkpoints import (
     AtomicCheckpoint,
     DivergenceError,
@@ -63,17 +60,16 @@ from morl.checkpoints import (
     write_progress,
 )
 from morl.config import ConfigError, ExperimentConfig, apply_overrides, check_objectives, config_from_dict, dump_config, resolve_wrapper
-from morl.evaluation import EVAL_BATCH, EvalEnvs, PeriodicEvaluation, run_episodes
+from morl.evaluate import EVAL_BATCH, EVAL_SEED_BASE, EvalEnvs, ObjectiveLogger, run_episodes
+from morl.periodic import PeriodicEvaluation
 from morl.metrics import episode_metrics
 from morl.preorder import PreorderError
-from morl.wrappers import EVENT_KEYS, FiniteCheck, MOEpisodeStatistics, NonFiniteError, Scalarize, WithPreorder
+from morl.wrappers import FiniteCheck, MOEpisodeStatistics, NonFiniteError, Scalarize, WithPreorder
 
 __all__ = ["make_env", "make_vec_env", "env_kwargs", "env_objectives", "check_config", "build_agent", "new_run_dir",
            "train", "resume", "evaluate", "load_run_config", "AtomicCheckpoint", "DivergenceGuard", "DivergenceError",
+           "TrainingInterrupted",
            "EVAL_SEED_BASE", "PER_ENV"]
-
-#: Evaluation seeds default to EVAL_SEED_BASE + i, far from training seeds.
-EVAL_SEED_BASE = 10_000
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -200,6 +196,7 @@ def env_objectives(env) -> tuple[str, ...]:
 def check_config(cfg: ExperimentConfig, source: str) -> tuple[str, ...]:
     """Build one env to check the config against it; any failure becomes a ConfigError."""
     _check_per_env(cfg, source)
+    _available_device(cfg.train.device, source)
     def build(fn):
         try:
             return fn(cfg)
@@ -245,50 +242,6 @@ def build_agent(cfg: ExperimentConfig, env: VecEnv, source: str = "<config>"):
         return cls(env=env, **kwargs)
     except (TypeError, ValueError, AssertionError) as exc:
         raise ConfigError(source, "agent", f"{cls.__name__}(...) failed: {exc}") from None
-
-
-class ObjectiveLogger(BaseCallback):
-    """Logs the mean per-objective episode return (last 100 episodes) as ``rollout/return_<objective>``.
-
-    :param objectives: objective names.
-    :param accumulate: sum ``info["vector_reward"]`` per env here (batched simulators without
-        ``MOEpisodeStatistics``) instead of reading ``info["mo_episode"]``.
-    """
-
-    def __init__(self, objectives, window: int = 100, accumulate: bool = False):
-        super().__init__()
-        self.objectives = tuple(objectives)
-        self.returns: deque = deque(maxlen=window)
-        self.accumulate = accumulate
-        self._sums = None
-        self._array_env = None
-
-    def _on_training_start(self) -> None:
-        self._array_env = vector_reward_array_env(self.training_env)
-
-    def _on_step(self) -> bool:
-        new = False
-        infos = self.locals.get("infos", ())
-        if self.accumulate:
-            if self._array_env is not None:  # the batched simulator's own (n_envs, m) array
-                vec = self._array_env.vector_rewards.astype(float)
-            else:
-                vec = np.stack([np.asarray(info["vector_reward"], dtype=float) for info in infos])
-            self._sums = vec if self._sums is None else self._sums + vec
-            for i in np.flatnonzero(self.locals["dones"]):
-                self.returns.append(self._sums[i].copy())
-                self._sums[i] = 0.0
-                new = True
-        for info in () if self.accumulate else infos:
-            ep = info.get("mo_episode")
-            if ep is not None:
-                self.returns.append(np.asarray(ep["r"], dtype=float))
-                new = True
-        if new:
-            mean = np.mean(self.returns, axis=0)
-            for name, value in zip(self.objectives, mean):
-                self.logger.record(f"rollout/return_{name}", float(value))
-        return True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -341,12 +294,29 @@ def train(cfg: ExperimentConfig, run_dir=None, source: str = "<config>", callbac
         _learn(cfg, model, run_dir, objectives, cfg.train.total_timesteps, callbacks)
     except BaseException as exc:
         _after_failure(run_dir, created, exc)
+        if isinstance(exc, KeyboardInterrupt):
+            raise TrainingInterrupted(_interrupted_note(run_dir, model)) from None
         raise
     finally:
         venv.close()
     if evaluate_after:
         evaluate(run_dir)
     return run_dir
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where the last checkpoint is and how to resume."""
+
+
+def _interrupted_note(run_dir: Path, model) -> str:
+    state = read_checkpoint_state(run_dir)
+    at = "" if model is None else f" at timestep {int(model.num_timesteps)}"
+    if state is None:
+        return (f"training stopped{at}, before the first checkpoint: nothing was kept (set train.checkpoint_every "
+                "to keep checkpoints)")
+    return (f"training stopped{at}; the last checkpoint is {run_dir / 'checkpoints' / state['model']} "
+            f"(timestep {state['num_timesteps']}): continue with `morl train --resume {run_dir}`, or evaluate it "
+            f"with `morl eval {run_dir}`")
 
 
 def _after_failure(run_dir: Path, created: Path | None, exc: BaseException) -> None:
@@ -397,7 +367,7 @@ def _learn(cfg, model, run_dir: Path, objectives, steps: int, callbacks, reset: 
 
 
 def periodic_evaluation(cfg: ExperimentConfig, run_dir: Path, objectives) -> PeriodicEvaluation:
-    """The evaluation during training that ``eval.interval`` asks for (see :mod:`morl.evaluation`)."""
+    """The evaluation during training that ``eval.interval`` asks for (see :mod:`morl.periodic`)."""
     ranking = [o for level in cfg.preorder().levels for o in level] if cfg.env.preorder is not None else objectives
     envs = lambda n: make_vec_env(cfg, n, seed=None, monitor=False)  # noqa: E731
     return PeriodicEvaluation(run_dir, envs, objectives, cfg.eval.interval, episodes=cfg.eval.interval_episodes,
@@ -437,14 +407,20 @@ def resume(run_dir, overrides=(), callbacks=(), evaluate_after: bool = True) -> 
     for stale in (run_dir / "checkpoints").glob("*.tmp"):  # a write cut short by a crash
         stale.unlink(missing_ok=True)
     venv = make_vec_env(cfg, cfg.train.n_envs, seed=None)
+    model = None
     try:
         model = cls.load(model_path, env=venv, device=cfg.train.device)
         done = int(model.num_timesteps)
+        remaining = cfg.train.total_timesteps - done
+        if remaining <= 0:
+            raise ConfigError(source, "train.total_timesteps",
+                              f"{run_dir} has finished: it trained {done} of train.total_timesteps = "
+                              f"{cfg.train.total_timesteps} steps. To train on, raise the total (`morl train --resume "
+                              f"{run_dir} --set train.total_timesteps={2 * done}`); to evaluate it, `morl eval {run_dir}`")
         venv.seed(cfg.train.seed + done)  # fresh episodes, not a replay of the first segment's
         if state.get("buffer"):
             model.load_replay_buffer(run_dir / "checkpoints" / state["buffer"])
         atomic_write(run_dir / "config.yaml", dump_config(cfg).encode())
-        remaining = cfg.train.total_timesteps - done
         if remaining > 0:
             # The rows up to the checkpoint are saved aside before SB3's CSV logger truncates
             # progress.csv, so a crash during this segment loses none of them (the next resume reads both).
@@ -454,8 +430,10 @@ def resume(run_dir, overrides=(), callbacks=(), evaluate_after: bool = True) -> 
             _learn(cfg, model, run_dir, objectives, remaining, callbacks, reset=False)
             write_progress(run_dir / "progress.csv", read_progress(run_dir))
             kept.unlink()
-    except DivergenceError as exc:
+    except (DivergenceError, KeyboardInterrupt) as exc:
         _after_failure(run_dir, None, exc)
+        if isinstance(exc, KeyboardInterrupt):
+            raise TrainingInterrupted(_interrupted_note(run_dir, model)) from None
         raise
     finally:
         venv.close()
@@ -474,7 +452,7 @@ def _eval_batch(cfg: ExperimentConfig) -> int:
 
 
 def eval_envs(cfg: ExperimentConfig) -> EvalEnvs:
-    """Evaluation VecEnvs of ``cfg`` by batch size (no monitor), for :func:`morl.evaluation.run_episodes`."""
+    """Evaluation VecEnvs of ``cfg`` by batch size (no monitor), for :func:`morl.evaluate.run_episodes`."""
     return EvalEnvs(lambda n: make_vec_env(cfg, n, seed=None, monitor=False))
 
 
@@ -482,7 +460,7 @@ def evaluate(run_dir, episodes: int | None = None, deterministic: bool | None = 
              progress: bool | None = None, model_path=None, seeds=None) -> dict:
     """Run evaluation episodes with fixed seeds; write ``eval.json`` (and ``plots/``); return its content.
 
-    Episodes run side by side on a batched simulator (:func:`morl.evaluation.run_episodes`). Each episode
+    Episodes run side by side on a batched simulator (:func:`morl.evaluate.run_episodes`). Each episode
     record holds ``seed``, ``returns`` and ``discounted_returns`` per objective, ``length``, ``events``
     (steps on which each event of :data:`morl.wrappers.EVENT_KEYS` was set, ``cost`` summed),
     ``route_completion`` (last value, if reported) and ``distance_km`` (from a cumulative
@@ -500,12 +478,13 @@ def evaluate(run_dir, episodes: int | None = None, deterministic: bool | None = 
         seeds = (seeds + [EVAL_SEED_BASE + i for i in range(len(seeds), n)])[:n]
     seeds = [int(s) for s in seeds]
     det = cfg.eval.deterministic if deterministic is None else deterministic
-    model_path = Path(model_path) if model_path is not None else run_dir / "model.zip"
+    model_path = Path(model_path) if model_path is not None else _model_to_evaluate(run_dir)
+    device = _available_device(cfg.train.device, str(run_dir / "config.yaml"), fallback=True)
     envs = eval_envs(cfg)
     try:
         venv = envs(min(len(seeds), _eval_batch(cfg)))
         objectives = env_objectives(venv)
-        model = registry.resolve_agent(cfg.agent.name).load(model_path, env=venv, device=cfg.train.device)
+        model = registry.resolve_agent(cfg.agent.name).load(model_path, env=venv, device=device)
         show = sys.stderr.isatty() if progress is None else progress
         from tqdm.auto import tqdm
 
@@ -536,3 +515,37 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.resolve().relative_to(root.resolve()))
     except ValueError:
         return str(path)
+
+
+def _model_to_evaluate(run_dir: Path) -> Path:
+    """``model.zip``, or for a run that stopped before writing it, its newest checkpoint (said on stderr)."""
+    if (run_dir / "model.zip").exists():
+        return run_dir / "model.zip"
+    state = read_checkpoint_state(run_dir)
+    if state is None:
+        raise ConfigError(str(run_dir), "model.zip", "not found, and the run has no checkpoint: it stopped before "
+                                                     "anything was saved")
+    print(f"{run_dir} has no model.zip (it stopped at timestep {state['num_timesteps']}): evaluating its last "
+          f"checkpoint, {state['model']}", file=sys.stderr)
+    return run_dir / "checkpoints" / state["model"]
+
+
+def _available_device(device: str, source: str, fallback: bool = False) -> str:
+    """``device`` when torch can use it. Otherwise a ConfigError naming ``train.device``, or with ``fallback``
+    (evaluating a run trained on another machine) a warning and ``"cpu"``."""
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        ok, have = torch.cuda.is_available() and index < torch.cuda.device_count(), torch.cuda.device_count()
+        why = f"torch sees {have} CUDA device{'s' if have != 1 else ''}" + (
+            "" if torch.version.cuda else f" (this torch {torch.__version__} is built without CUDA)")
+    elif device == "mps":
+        ok, why = torch.backends.mps.is_available(), "torch sees no MPS device"
+    else:
+        return device
+    if ok:
+        return device
+    if fallback:
+        warnings.warn(f"{source}: train.device is {device!r} but {why}: using the CPU", stacklevel=3)
+        return "cpu"
+    raise ConfigError(source, "train.device", f"is {device!r} but {why}: use auto (CUDA when present, else the "
+                                              "CPU) or cpu")

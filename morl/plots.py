@@ -258,7 +258,7 @@ def evaluation_curves(curves: Mapping[str, Sequence[Sequence[Mapping]]], path, x
     """Evaluations during training: one panel per metric, one line per run (seed), a colour per method.
 
     :param curves: ``{method: [rows of one run, ...]}``, rows as in ``evaluations.csv``
-        (:func:`morl.evaluation.read_evaluations`).
+        (:func:`morl.periodic.read_evaluations`).
     :param x: ``"step"`` (environment steps) or ``"train_seconds"`` (training wall-clock, evaluation excluded).
     :param metrics: the metrics to draw (default: those of :data:`EVAL_CURVE_METRICS` the rows have, else
         the per-objective returns).
@@ -310,7 +310,7 @@ def plot_run(run_dir, out=None) -> list[Path]:
             name = "learning_curve.png" if col == "rollout/ep_rew_mean" else f"learning_curve_{col.split('_', 1)[1]}.png"
             made.append(learning_curves({label: [(s, v)]}, out / name, ylabel=ylabel,
                                         title=f"{label}: learning curve ({ylabel})"))
-    from morl.evaluation import read_evaluations
+    from morl.periodic import read_evaluations
 
     rows = read_evaluations(run_dir)
     if rows:

@@ -34,6 +34,7 @@ __all__ = [
     "import_callable",
     "import_module",
     "agent_parameters",
+    "agent_signature",
     "two_objective_cartpole",
 ]
 
@@ -102,11 +103,32 @@ def resolve_agent(name: str) -> type:
     raise KeyError(f"unknown agent {name!r} (known: {', '.join(known_agents())}){broken}")
 
 
+def agent_signature(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
+    """Keyword parameters of ``cls.__init__`` by name, and whether it takes ``**kwargs`` nobody names.
+
+    An ``__init__`` with ``**kwargs`` hands them to its base class (``QDIQN(**kwargs)`` to ``IQN``,
+    ``CaRLPPO`` to ``PPO``), so the bases' parameters are collected too, up to the first ``__init__``
+    without ``**kwargs``; the first definition of a name wins.
+    """
+    out: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        for name, p in params.items():
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                out.setdefault(name, p)
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return out, False
+    return out, True
+
+
 def agent_parameters(cls: type) -> tuple[set[str], bool]:
-    """Keyword parameters of ``cls.__init__`` and whether it also takes ``**kwargs``."""
-    params = inspect.signature(cls.__init__).parameters
-    names = {n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    return names, any(p.kind == p.VAR_KEYWORD for p in params.values())
+    """Keyword parameters of the agent's constructor (see :func:`agent_signature`) and whether it also
+    takes ``**kwargs`` nobody names."""
+    params, var_kw = agent_signature(cls)
+    return set(params), var_kw
 
 
 def import_module(name):

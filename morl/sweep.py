@@ -16,10 +16,12 @@ built from the run directories afterwards, not from values the workers send back
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -62,12 +64,30 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text) or "run"
 
 
-def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>") -> list[dict]:
+def _override_path(item) -> str:
+    return (item.split("=", 1)[0] if isinstance(item, str) else item[0]).strip()
+
+
+def _check_overrides_against_grid(grid: dict, overrides, source: str) -> None:
+    """An override and a grid axis that set the same key (or the override a section holding the axis's
+    key) cannot both hold: the error names both."""
+    for item in overrides:
+        path = _override_path(item)
+        for key in grid:
+            if key == path or key.startswith(path + "."):
+                raise ConfigError(source, path, f"is set by --set {path} and swept by the grid axis {key}: "
+                                                f"drop one of them")
+
+
+def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>", overrides=()) -> list[dict]:
     """Run specifications for every (grid point, seed), each validated.
 
     :param cfg: the base config; its ``sweep`` section gives defaults for ``seeds`` and ``grid``.
     :param seeds: a count (seeds ``train.seed .. train.seed + n - 1``) or a list of seeds.
     :param grid: ``{key.path: [values]}``, merged over the config's grid.
+    :param overrides: ``"key.path=value"`` strings (the CLI's ``--set``) applied again on top of each grid
+        point, so an override inside a swept section (``agent.learning_starts`` under a grid of whole
+        ``agent`` sections) holds in every run; one that sets a swept key itself is an error.
     :return: dicts with ``group``, ``seed``, ``params`` and ``config`` (a plain mapping).
     """
     sweep = cfg.sweep
@@ -77,6 +97,8 @@ def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>
     full_grid.update(grid or {})
     base = cfg.model_dump(mode="json")
     base["sweep"] = None
+    _check_overrides_against_grid(full_grid, overrides, source)
+    overrides = [o for o in overrides if _override_path(o).split(".")[0] != "sweep"]  # the runs hold no sweep
     keys = list(full_grid)
     points = [dict(zip(keys, values)) for values in itertools.product(*(full_grid[k] for k in keys))]
     labels = [_label(params) or cfg.agent.name for params in points]
@@ -91,7 +113,7 @@ def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>
     for params, group in zip(points, labels):
         for seed in seed_list:
             try:
-                data = apply_overrides(base, [*params.items(), ("train.seed", seed)], source)
+                data = apply_overrides(base, [*params.items(), *overrides, ("train.seed", seed)], source)
                 run_cfg = config_from_dict(data, source)
             except ConfigError as exc:
                 where = ", ".join(f"{k}={v}" for k, v in params.items())
@@ -101,19 +123,96 @@ def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>
 
 
 def run_one(spec: dict) -> str:
-    """Train and evaluate one run in this process; returns its run directory."""
+    """Train and evaluate one run in this process; returns its run directory.
+
+    With ``spec["steps_file"]`` the run reports its timesteps there (:class:`~morl.checkpoints.StepsFile`),
+    and ``"done": true`` once evaluated.
+    """
+    from morl.checkpoints import StepsFile
     from morl.experiment import train
 
     cfg = config_from_dict(spec["config"])
     cfg.train.progress_bar = False
-    return str(train(cfg, run_dir=spec["run_dir"]))
+    steps = StepsFile(spec["steps_file"], cfg.train.total_timesteps) if spec.get("steps_file") else None
+    run_dir = str(train(cfg, run_dir=spec["run_dir"], callbacks=[steps] if steps else ()))
+    if steps is not None:
+        steps.write(done=True)
+    return run_dir
 
 
-def _run_local(specs: list[dict], max_workers: int | None, show: bool) -> None:
+#: Seconds between progress lines when stderr is not a terminal (on a terminal one line is rewritten each second).
+PROGRESS_EVERY_S = 20.0
+
+
+class _Progress:
+    """Prints ``sweep: 1/4 runs done, 52000/200000 steps (26 %), 1:05 elapsed, about 3:05 left`` to stderr,
+    from the runs' steps files: at the start, every :data:`PROGRESS_EVERY_S` seconds (every second,
+    rewriting the line, on a terminal), whenever a run finishes, and at the end."""
+
+    def __init__(self, specs: list[dict], stream=None):
+        import sys
+        import threading
+
+        self.specs, self.stream = specs, stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.total = sum(s["config"]["train"]["total_timesteps"] for s in specs)
+        self.start, self._stop, self._done = time.monotonic(), threading.Event(), -1
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self._print()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is None:
+            self._print(final=True)
+
+    def _read(self) -> tuple[int, int]:
+        done = steps = 0
+        for spec in self.specs:
+            try:
+                state = json.loads(Path(spec["steps_file"]).read_text())
+            except (OSError, ValueError):
+                continue
+            done += bool(state.get("done"))
+            steps += min(int(state["steps"]), int(state["total"]))
+        return done, steps
+
+    def line(self) -> str:
+        done, steps = self._read()
+        elapsed = time.monotonic() - self.start
+        left = f", about {_clock(elapsed * (self.total - steps) / steps)} left" if 0 < steps < self.total else ""
+        return (f"sweep: {done}/{len(self.specs)} runs done, {steps}/{self.total} steps "
+                f"({100 * steps / max(self.total, 1):.0f} %), {_clock(elapsed)} elapsed{left}")
+
+    def _print(self, final: bool = False) -> None:
+        text = self.line()
+        if self.tty:
+            self.stream.write("\r" + text + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _loop(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(1.0):
+            done = self._read()[0]
+            if self.tty or done != self._done or time.monotonic() - last >= PROGRESS_EVERY_S:
+                self._done, last = done, time.monotonic()
+                self._print()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def _run_local(specs: list[dict], max_workers: int | None) -> None:
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from tqdm.auto import tqdm
+    from concurrent.futures import ProcessPoolExecutor
 
     workers = max_workers or min(len(specs), os.cpu_count() or 1)
     # Not fork: a forked torch process can deadlock on thread pools the parent already started. A
@@ -123,7 +222,7 @@ def _run_local(specs: list[dict], max_workers: int | None, show: bool) -> None:
     ctx.set_forkserver_preload(["torch", "stable_baselines3", "morl.experiment"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = [pool.submit(run_one, s) for s in specs]
-        for fut in tqdm(as_completed(futures), total=len(futures), desc="sweep", unit="run", disable=not show):
+        for fut in futures:
             fut.result()
 
 
@@ -142,9 +241,10 @@ def _run_ray(specs: list[dict], sweep_dir: Path, address: str | None, max_worker
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            # A local instance; workers must find this package even when it is not installed.
+            # A local instance; workers must find this package even when it is not installed, and the
+            # user's modules in the current folder (as the CLI does).
             root = str(Path(__file__).resolve().parents[1])
-            path = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            path = os.pathsep.join([os.getcwd(), root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
             ray.init(num_cpus=max_workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"PYTHONPATH": path}})
         started = True
@@ -165,10 +265,16 @@ def _run_ray(specs: list[dict], sweep_dir: Path, address: str | None, max_worker
 
 
 def run_sweep(cfg: ExperimentConfig, seeds=None, grid=None, backend: str | None = None, address: str | None = None,
-              max_workers: int | None = None, sweep_dir=None, source: str = "<config>", progress: bool | None = None) -> Path:
-    """Run every (grid point, seed), then write the summary and comparison plots; returns the sweep folder."""
-    import sys
+              max_workers: int | None = None, sweep_dir=None, source: str = "<config>", progress: bool | None = None,
+              overrides=()) -> Path:
+    """Run every (grid point, seed), then write the summary and comparison plots; returns the sweep folder.
 
+    :param progress: print progress lines to stderr (runs done, steps, time left), also when it is not a
+        terminal (default); False: none.
+
+    :param overrides: the ``--set`` strings ``cfg`` was loaded with, applied again on top of each grid
+        point (see :func:`expand`).
+    """
     from morl.experiment import check_config
 
     sweep = cfg.sweep
@@ -177,7 +283,7 @@ def run_sweep(cfg: ExperimentConfig, seeds=None, grid=None, backend: str | None 
     max_workers = max_workers or (sweep.max_workers if sweep is not None else None)
     if backend not in ("local", "ray"):
         raise ConfigError(source, "sweep.backend", f"must be local or ray, got {backend!r}")
-    specs = expand(cfg, seeds, grid, source)
+    specs = expand(cfg, seeds, grid, source, overrides)
     checked = set()
     for spec in specs:  # every grid point must fit its env before anything is written
         key = json.dumps(spec["params"], sort_keys=True, default=str)
@@ -188,13 +294,17 @@ def run_sweep(cfg: ExperimentConfig, seeds=None, grid=None, backend: str | None 
         sweep_dir = Path(cfg.output.root) / cfg.name / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     sweep_dir = Path(sweep_dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=False)
-    for spec in specs:
+    steps_dir = sweep_dir / "steps"  # each run's timesteps so far, for the progress line
+    steps_dir.mkdir()
+    for i, spec in enumerate(specs):
         spec["run_dir"] = str(sweep_dir / "runs" / _slug(spec["group"]) / f"seed{spec['seed']}")
-    show = sys.stderr.isatty() if progress is None else progress
-    if backend == "local":
-        _run_local(specs, max_workers, show)
-    else:
-        _run_ray(specs, sweep_dir, address, max_workers)
+        spec["steps_file"] = str(steps_dir / f"{i}.json")
+    with _Progress(specs) if progress is not False else contextlib.nullcontext():
+        if backend == "local":
+            _run_local(specs, max_workers)
+        else:
+            _run_ray(specs, sweep_dir, address, max_workers)
+    shutil.rmtree(steps_dir, ignore_errors=True)
     summarize(sweep_dir, specs, preorder=cfg.env.preorder)
     return sweep_dir
 

@@ -167,6 +167,8 @@ class Scalarize(gym.Wrapper, gym.utils.RecordConstructorArgs):
     (0.5, [1.0, -1.0])
     """
 
+    scalar_reward = True  # gives SB3 a scalar (morl.agent_env.is_scalarised)
+
     def __init__(self, env: gym.Env, weights: Sequence[float] | Mapping[str, float]):
         gym.utils.RecordConstructorArgs.__init__(self, weights=weights)
         super().__init__(env)
@@ -223,6 +225,8 @@ class PreorderGate(gym.Wrapper, gym.utils.RecordConstructorArgs):
     >>> r, info["vector_reward"].tolist()     # 'safe' is violated, so 'fast' earns nothing
     (-1.0, [-1.0, 2.0])
     """
+
+    scalar_reward = True  # gives SB3 a scalar (morl.agent_env.is_scalarised)
 
     def __init__(self, env: gym.Env, thresholds: Mapping[str, float], weights: Mapping[str, float] | None = None,
                  factor: float = 0.0, preorder=None):

@@ -3,7 +3,7 @@
 For each agent and seed, the shipped config (the one the README and ``morl sweep`` use) is trained through
 :func:`morl.experiment.train` with the evaluation during training turned on (``eval.interval``): every
 ``--interval`` env-steps the deterministic policy is evaluated on ``--episodes`` held-out episodes (fresh seeds
-each time, :mod:`morl.evaluation`). A run stops at the first evaluation that meets the threshold (success rate
+each time, :mod:`morl.periodic`). A run stops at the first evaluation that meets the threshold (success rate
 >= ``--success`` and collision rate <= ``--collision``), or when its training wall-clock passes ``--cap``
 seconds (or the config's step budget times ``--budget-factor`` is spent).
 
@@ -43,7 +43,7 @@ from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 
 from morl import experiment  # noqa: E402
 from morl.config import load_config  # noqa: E402
-from morl.evaluation import read_evaluations  # noqa: E402
+from morl.periodic import read_evaluations  # noqa: E402
 
 #: agent label -> shipped config
 AGENTS = {

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
+echo "training QD-IQN and IQN on the built-in driving simulator; morl sweep prints its progress on stderr" >&2
 out=$(.venv/bin/morl sweep configs/quickstart.yaml "$@" | tail -n 1)
 echo
 echo "sweep directory:        $out"

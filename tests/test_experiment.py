@@ -2,6 +2,7 @@
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -138,3 +139,63 @@ def test_resume_continues_timestep_count(tmp_path, monkeypatch, capsys):
     assert DQN.load(plain / "model.zip").num_timesteps == 200
     assert cli.main(["train", "--resume", str(tmp_path)]) == 2  # not a run directory
     assert "not found: is this a run directory?" in capsys.readouterr().err
+
+
+def test_ctrl_c_eval_of_an_interrupted_run_and_resume_of_a_finished_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    learn = experiment._learn
+    monkeypatch.setattr(experiment, "_learn", lambda *a, **k: learn(*a[:5], [_Interrupt(250)], **k))
+    run = tmp_path / "run"
+    # Ctrl-C: one line saying where the checkpoint is and how to resume, no traceback.
+    assert cli.main(["train", str(CONFIG), "--run-dir", str(run)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == (f"interrupted: training stopped at timestep 250; the last checkpoint is "
+                           f"{run / 'checkpoints' / 'ckpt_200.zip'} (timestep 200): continue with `morl train --resume "
+                           f"{run}`, or evaluate it with `morl eval {run}`"), err
+    assert not (run / "model.zip").exists()
+    monkeypatch.setattr(experiment, "_learn", learn)
+    # morl eval of the interrupted run evaluates its last checkpoint, and says so.
+    assert cli.main(["eval", str(run), "--episodes", "1"]) == 0
+    out = capsys.readouterr()
+    assert "off_road_rate" in out.out and "evaluating its last checkpoint, ckpt_200.zip" in out.err
+    assert json.loads((run / "eval.json").read_text())["num_timesteps"] == 200
+    # Resumed to its end, it is finished: resuming again says so instead of silently re-evaluating.
+    assert cli.main(["train", "--resume", str(run), "--no-eval"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {run / 'config.yaml'}: train.total_timesteps: {run} has finished: it trained 300 of "
+        f"train.total_timesteps = 300 steps. To train on, raise the total (`morl train --resume {run} --set "
+        f"train.total_timesteps=600`); to evaluate it, `morl eval {run}`")
+
+
+def test_an_unavailable_device_is_an_error_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", str(CONFIG), "--set", "train.device=cuda:99"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {CONFIG}: train.device: is 'cuda:99' but torch sees "), err
+    assert err.endswith("use auto (CUDA when present, else the CPU) or cpu"), err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_imports_a_factory_from_the_current_folder(tmp_path, monkeypatch, capsys):
+    # As `python -m` would: the user's own module next to the config, without installing it.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "my_envs", raising=False)
+    (tmp_path / "my_envs.py").write_text("from morl.registry import two_objective_cartpole as make\n")
+    data = yaml.safe_load(CONFIG.read_text())
+    data["env"]["factory"] = "my_envs:make"
+    data["train"].update(total_timesteps=100, checkpoint_every=50)
+    data["agent"]["learning_starts"] = 20
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    assert cli.main(["train", "mine.yaml", "--run-dir", str(run), "--no-eval"]) == 0, capsys.readouterr().err
+    # the same in a fresh process state: eval and --resume import it again
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "my_envs")
+    assert cli.main(["eval", str(run), "--episodes", "1"]) == 0, capsys.readouterr().err
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "my_envs")
+    assert cli.main(["train", "--resume", str(run), "--set", "train.total_timesteps=150", "--no-eval"]) == 0
+    assert DQN.load(run / "model.zip").num_timesteps >= 150

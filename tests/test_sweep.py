@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -47,6 +48,41 @@ def test_expand_seeds_times_grid():
         expand(cfg, grid={"agent.name": ["DQN"], "agent.gae_lambda": [0.9]})
 
 
+def test_overrides_hold_inside_swept_sections(tmp_path, capsys):
+    # A grid of whole agent sections replaces the base's agent section; a --set inside that section must
+    # still hold in every run (it used to vanish: the runs trained with the grid entry's value).
+    agents = [{"name": "PPO", "n_steps": 32, "gamma": 0.9}, {"name": "A2C"}]
+    cfg = load_config(CONFIG, ["agent.gamma=0.5", "sweep.seeds=1"])
+    specs = expand(cfg, seeds=1, grid={"agent.name": ["PPO"], "agent": agents},
+                   overrides=["agent.gamma=0.5", "sweep.seeds=1"])
+    assert [s["config"]["agent"]["gamma"] for s in specs] == [0.5, 0.5]
+    assert specs[0]["config"]["agent"]["n_steps"] == 32 and all(s["config"]["sweep"] is None for s in specs)
+    # An override of a swept key itself is a conflict, named with both.
+    with pytest.raises(ConfigError, match=r"agent.name: is set by --set agent.name and swept by the grid axis "
+                                          r"agent.name: drop one of them"):
+        expand(cfg, overrides=["agent.name=PPO"])
+    with pytest.raises(ConfigError, match=r"agent: is set by --set agent and swept by the grid axis agent.name"):
+        expand(cfg, overrides=[("agent", {"name": "PPO"})])
+    # The CLI passes its --set to the sweep (the conflict is reported before anything runs).
+    assert cli.main(["sweep", str(CONFIG), "--set", "agent.name=DQN", "--out", str(tmp_path / "s")]) == 2
+    assert "is set by --set agent.name and swept by the grid axis agent.name" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_progress_line_counts_runs_steps_and_time_left(tmp_path, monkeypatch):
+    import io
+
+    from morl import sweep
+
+    specs = [{"config": {"train": {"total_timesteps": 100}}, "steps_file": str(tmp_path / f"{i}.json")} for i in range(2)]
+    (tmp_path / "0.json").write_text(json.dumps({"steps": 100, "total": 100, "done": True}))
+    (tmp_path / "1.json").write_text(json.dumps({"steps": 50, "total": 100}))
+    progress = sweep._Progress(specs, stream=io.StringIO())
+    monkeypatch.setattr(sweep.time, "monotonic", lambda: progress.start + 90.0)
+    # 150 of 200 steps in 90 s: 50 more take about 30 s
+    assert progress.line() == "sweep: 1/2 runs done, 150/200 steps (75 %), 1:30 elapsed, about 0:30 left"
+
+
 def _rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -57,6 +93,11 @@ def test_local_and_ray_sweeps_give_the_same_summary(tmp_path, monkeypatch, capsy
     local = tmp_path / "local"
     assert cli.main(["sweep", str(CONFIG), "--seeds", "2", "--backend", "local", "--out", str(local),
                      *[a for s in FAST for a in ("--set", s)]]) == 0
+    # Progress lines on stderr, also when it is not a terminal (here: captured): from none done to all done.
+    lines = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(r"sweep: 0/4 runs done, 0/256 steps \(0 %\), 0:0\d elapsed", lines[0]), lines
+    assert re.fullmatch(r"sweep: 4/4 runs done, 256/256 steps \(100 %\), \d+:\d\d elapsed", lines[-1]), lines
+    assert not (local / "steps").exists()
     rows = _rows(local / "summary.csv")
     assert [(r["group"], r["seed"]) for r in rows] == [("PPO", "0"), ("PPO", "1"), ("A2C", "0"), ("A2C", "1")]
     assert all(r["num_timesteps"] == "64" for r in rows)

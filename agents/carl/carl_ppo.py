@@ -28,6 +28,8 @@ from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticP
 from stable_baselines3.common.utils import explained_variance
 
 from agents.carl.policies import BetaPolicy
+from morl.agent_env import agent_env
+from morl.evaluate import with_objective_logger
 from morl.buffers import (
     DeviceRolloutBuffer,
     MORolloutBuffer,
@@ -111,6 +113,7 @@ class CaRLPPO(PPO):
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         **kwargs,
     ):
+        env = agent_env(env, type(self).__name__, weights_needed=True)
         if env is not None and policy == "MlpPolicy" and isinstance(getattr(env, "action_space", None), spaces.Box):
             policy = "BetaPolicy"
         policy_kwargs = dict(policy_kwargs or {})
@@ -150,6 +153,7 @@ class CaRLPPO(PPO):
     def learn(self, total_timesteps: int, callback=None, log_interval: int = 1, tb_log_name: str = "CaRLPPO",
               reset_num_timesteps: bool = True, progress_bar: bool = False):
         self._vector_carry, self._log_vectors_here = None, False
+        callback = with_objective_logger(callback, self.env)  # rollout/return_<objective>, by default
         if isinstance(self.rollout_buffer, MORolloutBuffer):
             if self.rollout_buffer.read_vector_rewards_from(self.env):
                 # a batched env keeps the step's vectors in one array that the buffer reads itself:

@@ -104,6 +104,8 @@ class CaRLReward(_CaRLTerms, gym.Wrapper, gym.utils.RecordConstructorArgs):
     :param terminate_on_hard: end the episode on a hard infraction (collision, off-road, red light).
     """
 
+    scalar_reward = True  # gives SB3 a scalar, the vector stays in info (morl.agent_env.is_scalarised)
+
     def __init__(self, env: gym.Env, speeding: bool = True, speeding_tolerance: float = 2.23,
                  outside_lanes: bool = True, ttc: bool = True, ttc_factor: float = 0.5,
                  ttc_hold_steps: int | None = None, comfort: bool = True, lane_center: bool = True,

@@ -91,22 +91,17 @@ class CoverageController:
     def set_env(self, env) -> None:
         """Attach an env and read its task.
 
-        A plain Gymnasium env with a vector reward is scalarised with unit weights
-        (:class:`morl.wrappers.Scalarize`, the vector stays in ``info["vector_reward"]``) and put in a
-        ``DummyVecEnv``, as the experiment layer does.
+        A plain Gymnasium env with a vector reward is scalarised (:func:`morl.agent_env.agent_env`: its
+        declared ``reward_weights``, else unit weights; the vector stays in ``info["vector_reward"]``) and put
+        in a ``DummyVecEnv``, as the experiment layer does.
         """
         from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-        from morl.wrappers import Scalarize
+        from morl.agent_env import agent_env
 
         if not isinstance(env, VecEnv):
-            objectives = getattr(env.unwrapped, "objectives", None)
-            layer, scalar = env, False
-            while hasattr(layer, "env"):  # already scalarised somewhere in the wrapper chain?
-                scalar = scalar or isinstance(layer, Scalarize)
-                layer = layer.env
-            if objectives is not None and not scalar:
-                env = Scalarize(env, [1.0] * len(objectives))
+            # a controller: the reward is not learnt; no MOEpisodeStatistics (learn reads a scalar info["episode"])
+            env = agent_env(env, type(self).__name__, weights_needed=False, episode_statistics=False)
             env = DummyVecEnv([lambda e=env: e])
         self.env = env
         self._set_task(env.get_attr("task")[0])

@@ -32,7 +32,9 @@ from stable_baselines3.common.utils import (
 
 from agents.iqn.losses import quantile_huber_loss
 from agents.iqn.policies import CnnPolicy, IQNPolicy, MlpPolicy, MultiInputPolicy
+from morl.agent_env import agent_env
 from morl.buffers import DeviceReplayBuffer, update_info_buffer_at_ends
+from morl.evaluate import with_objective_logger
 
 __all__ = ["IQN"]
 
@@ -111,6 +113,8 @@ class IQN(OffPolicyAlgorithm):
     }
     exploration_schedule: Schedule
     policy: IQNPolicy
+    #: learns from the scalar SB3 sees (QDIQN learns from the reward vector)
+    trains_on_scalar_reward: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -148,6 +152,8 @@ class IQN(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        # A vector-reward Gymnasium env is scalarised here (or refused, naming the wrapper to use).
+        env = agent_env(env, type(self).__name__, weights_needed=self.trains_on_scalar_reward)
         super().__init__(
             policy, env, learning_rate, buffer_size, learning_starts, batch_size, tau, gamma, train_freq,
             gradient_steps, action_noise=None, replay_buffer_class=replay_buffer_class,
@@ -391,6 +397,8 @@ class IQN(OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfIQN:
+        # rollout/return_<objective> is logged by default when the env has objectives
+        callback = with_objective_logger(callback, self.env)
         return super().learn(total_timesteps=total_timesteps, callback=callback, log_interval=log_interval,
                              tb_log_name=tb_log_name, reset_num_timesteps=reset_num_timesteps,
                              progress_bar=progress_bar)

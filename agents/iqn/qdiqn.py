@@ -108,7 +108,8 @@ class QDIQN(IQN):
     ``rollout/optimal_subset_size`` (when acting).
 
     :param policy: "MlpPolicy", "CnnPolicy", "MultiInputPolicy" or a :class:`QDIQNPolicy` subclass.
-    :param env: environment with ``info["vector_reward"]`` (e.g. wrapped in ``morl.wrappers.Scalarize``).
+    :param env: environment with ``info["vector_reward"]`` (e.g. wrapped in ``morl.wrappers.Scalarize``), or a
+        Gymnasium env whose reward is the vector (scalarised here, see :func:`morl.agent_env.agent_env`).
     :param preorder: a :class:`~morl.preorder.Preorder` or a string / levels it parses; ``None``
         reads ``env.get_attr("preorder")``. Reindexed to ``env.get_attr("objectives")`` when the env
         has them; otherwise its objective order is the order of the reward vector.
@@ -131,6 +132,7 @@ class QDIQN(IQN):
         "MultiInputPolicy": QDMultiInputPolicy,
     }
     policy: QDIQNPolicy
+    trains_on_scalar_reward: ClassVar[bool] = False  # the reward vector, from info["vector_reward"]
 
     def __init__(
         self,

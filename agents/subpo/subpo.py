@@ -29,6 +29,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 
 from agents.subpo.policies import SubPOPolicy
+from morl.agent_env import agent_env
 
 __all__ = ["SubPO", "ModPO", "CREDITS"]
 
@@ -106,6 +107,7 @@ class SubPO(BaseAlgorithm):
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
         if n_epochs < 1:
             raise ValueError(f"n_epochs must be >= 1, got {n_epochs}")
+        env = agent_env(env, type(self).__name__, weights_needed=True)
         super().__init__(policy=policy, env=env, learning_rate=learning_rate, policy_kwargs=policy_kwargs,
                          stats_window_size=stats_window_size, tensorboard_log=tensorboard_log, verbose=verbose,
                          device=device, support_multi_env=True, seed=seed,

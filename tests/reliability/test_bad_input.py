@@ -52,11 +52,12 @@ FILE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("extra", [(), ("--set", "train.seed=1")], ids=["plain", "with_set"])
 @pytest.mark.parametrize("name,field,problem", FILE_CASES, ids=[c[0] for c in FILE_CASES])
-def test_malformed_files(name, field, problem, tmp_path, monkeypatch, capsys):
+def test_malformed_files(name, field, problem, extra, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     path = CORPUS / name
-    code, line = _train_cli(path, capsys)
+    code, line = _train_cli(path, capsys, *extra)  # an override must not turn the message into a traceback
     assert code == 2 and line == f"error: {path}: {field}: {problem}", line
     _no_run_left(tmp_path)
 
@@ -89,11 +90,11 @@ FIELD_CASES = [
     ("gamma_above_one", _set("env.gamma", 1.5), "env.gamma", r"Input should be less than or equal to 1 \(got 1.5\)"),
     ("checkpoint_every_zero", _set("train.checkpoint_every", 0), "train.checkpoint_every", r"Input should be greater than 0 \(got 0\)"),
     ("run_name_escapes", _set("name", "../../elsewhere"), "name", r"name must be 1-128 letters, .* \(it names the run folder\), got '../../elsewhere'"),
-    ("unknown_wrapper", _set("env.wrappers", [{"name": "NoSuchWrapper"}]), "env.wrappers.0.name", r"unknown wrapper 'NoSuchWrapper' \(give 'package.module:Class' or a name in morl.wrappers / gymnasium.wrappers\)"),
+    ("unknown_wrapper", _set("env.wrappers", [{"name": "NoSuchWrapper"}]), "env.wrappers.0.name", r"unknown wrapper 'NoSuchWrapper' \(give 'package.module:Class' or a name in morl.wrappers, morl.vec_wrappers or gymnasium.wrappers\)"),
     ("unknown_import", _set("env.imports", ["no_such_package"]), "env.imports", r"cannot import: No module named 'no_such_package'"),
     ("relative_import", _set("env.imports", [".envs"]), "env.imports", r"cannot import: '.envs' is not an absolute module name"),
     ("unknown_scenario", lambda d: d.update(env={"scenario": "nowhere"}), "env", r"building the environment failed: .*'nowhere'.*"),
-    ("weights_outside_preorder", _set("env.preorder", [["balance"], ["speed"]]), "env.weights.centred", r"unknown objective: not in env.preorder \(balance, speed\)"),
+    ("weights_outside_preorder", _set("env.preorder", [["balance"], ["speed"]]), "env.preorder", r"unknown objective 'speed' \(the env's objectives: balance, centred\)"),
     ("unknown_objective_in_levels", lambda d: d["env"].update(preorder=[["balance"], ["speed"]], weights=None), "env.preorder", r"unknown objective 'speed' \(the env's objectives: balance, centred\)"),
     ("preorder_cycle", _set("env.preorder", "balance > centred; centred > balance"), "env.preorder", r"cycle: 'balance > centred' is contradicted by the other pairs, which put them level"),
     ("preorder_pairs_cycle", _set("env.preorder", {"objectives": ["balance", "centred"], "greater": [["centred", "balance"]], "ties": [["balance", "centred"]]}), "env.preorder", r"cycle: 'centred > balance' is contradicted by the other pairs, which put them level"),

@@ -39,9 +39,9 @@ def _finite_model(path: Path) -> DQN:
 @pytest.mark.parametrize("value,learning_starts,caught_by", [
     (float("nan"), 50, "train/loss is nan"),  # updates run: the next loss is NaN (checked at the next rollout)
     (float("inf"), 50, "train/loss is nan"),
-    # no update runs, so no loss is logged: the parameter check before the checkpoint at 300 catches it
-    (float("nan"), 1000, "parameter q_net.q_net.0.weight has nan (1 of 128 entries non-finite)"),
-    (float("inf"), 1000, "parameter q_net.q_net.0.weight has inf (1 of 128 entries non-finite)"),
+    # no update runs before 399, so no loss is logged: the parameter check before the checkpoint at 300 catches it
+    (float("nan"), 399, "parameter q_net.q_net.0.weight has nan (1 of 128 entries non-finite)"),
+    (float("inf"), 399, "parameter q_net.q_net.0.weight has inf (1 of 128 entries non-finite)"),
 ])
 def test_non_finite_parameter_stops_before_the_next_checkpoint(tmp_path, value, learning_starts, caught_by):
     cfg = load_config(CONFIG, ["train.total_timesteps=400", f"agent.learning_starts={learning_starts}"])

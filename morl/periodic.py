@@ -1,15 +1,8 @@
-"""Evaluation episodes run side by side, and evaluation during training.
-
-:func:`run_episodes` plays one episode per seed with all envs of a VecEnv stepping together (one
-``predict`` call for the whole batch): env ``i`` of a batch seeded with ``s`` starts its episode exactly
-as a single env seeded with ``s + i`` (SB3's seeding convention, which every VecEnv here follows), and
-only that first episode of each env is recorded. ``morl eval`` (:func:`morl.experiment.evaluate`) and the
-periodic evaluation of :class:`PeriodicEvaluation` both go through it, in batches of at most
-:data:`EVAL_BATCH` envs, so the same seeds give the same episodes in both.
+"""Evaluation during training.
 
 :class:`PeriodicEvaluation` is SB3's ``EvalCallback`` idea with the vector metrics: every
 ``interval`` env-steps it evaluates the current policy on ``episodes`` held-out seeds (fresh ones each
-time: evaluation ``k`` of a run uses ``PERIODIC_SEED_BASE + k * episodes + i``, never a training seed
+time, episodes side by side through :func:`morl.evaluate.run_episodes`: evaluation ``k`` of a run uses ``PERIODIC_SEED_BASE + k * episodes + i``, never a training seed
 nor the final evaluation's ``EVAL_SEED_BASE + i``), logs ``eval/<metric>`` to the SB3 logger
 (``progress.csv`` and TensorBoard), and appends a row to ``evaluations.csv`` in the run directory:
 the step, the training wall-clock up to it with evaluation time excluded (``train_seconds``), the
@@ -33,128 +26,13 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from morl.checkpoints import atomic_write
+from morl.evaluate import EVAL_BATCH, EvalEnvs, run_episodes
 from morl.metrics import episode_metrics
-from morl.wrappers import EVENT_KEYS
 
-__all__ = ["EVAL_BATCH", "PERIODIC_SEED_BASE", "EvalEnvs", "PeriodicEvaluation", "consecutive_batches", "read_evaluations",
-           "run_episodes", "summarise_evaluations"]
+__all__ = ["PERIODIC_SEED_BASE", "PeriodicEvaluation", "read_evaluations", "summarise_evaluations"]
 
-#: The most envs one evaluation batch steps together.
-EVAL_BATCH = 64
 #: Evaluation ``k`` during training uses seeds ``PERIODIC_SEED_BASE + k * episodes + i``.
 PERIODIC_SEED_BASE = 1_000_000
-
-
-def consecutive_batches(seeds: Sequence[int], size: int = EVAL_BATCH) -> list[list[int]]:
-    """Split ``seeds`` into runs of consecutive integers of at most ``size`` each (order kept).
-
-    A batch ``[s, s + 1, ..., s + n - 1]`` is one ``VecEnv.seed(s)`` call on ``n`` envs.
-
-    >>> consecutive_batches([5, 6, 7, 9, 10, 3], size=2)
-    [[5, 6], [7], [9, 10], [3]]
-    """
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size!r}")
-    out: list[list[int]] = []
-    for s in map(int, seeds):
-        if out and len(out[-1]) < size and s == out[-1][-1] + 1:
-            out[-1].append(s)
-        else:
-            out.append([s])
-    return out
-
-
-def _record(seed, ret, dret, length, events, seen, info, objectives) -> dict:
-    ep = info.get("mo_episode")
-    if ep is not None:  # the wrapper's record is authoritative where it exists
-        ret, dret, length = np.asarray(ep["r"], float), np.asarray(ep["dr"], float), int(ep["l"])
-        events = {k: float(ep.get(k, events[k])) for k in EVENT_KEYS}
-    events = {k: v for k, v in events.items() if k in seen}  # only events the env reports: absent is not zero
-    rec = {"seed": int(seed), "returns": dict(zip(objectives, map(float, ret))),
-           "discounted_returns": dict(zip(objectives, map(float, dret))), "length": int(length), "events": events}
-    if "route_completion" in info:
-        rec["route_completion"] = float(info["route_completion"])
-    if "distance" in info:
-        rec["distance_km"] = float(info["distance"]) / 1000.0
-    return rec
-
-
-def run_episodes(model, make_venv, seeds: Sequence[int], deterministic: bool, objectives: Sequence[str],
-                 gamma: float, batch: int = EVAL_BATCH, progress=None) -> list[dict]:
-    """One evaluation episode per seed, envs of a batch stepping together; the records in ``seeds`` order.
-
-    :param model: anything with SB3's ``predict(obs, state, episode_start, deterministic)``.
-    :param make_venv: ``make_venv(n)`` gives a VecEnv of ``n`` envs whose infos hold ``"vector_reward"``
-        (e.g. an :class:`EvalEnvs`; the caller closes them).
-    :param seeds: episode seeds; consecutive runs share one batch.
-    :param deterministic: passed to ``predict``.
-    :param objectives: objective names, in the reward vector's order.
-    :param gamma: discount of the ``discounted_returns``.
-    :param batch: the most envs per batch.
-    :param progress: called with the number of episodes finished after each batch (e.g. a tqdm ``update``).
-    :return: per-episode records: ``seed``, ``returns`` and ``discounted_returns`` per objective, ``length``,
-        ``events`` (steps on which each event of :data:`morl.wrappers.EVENT_KEYS` was set, ``cost`` summed;
-        only events the env reports), ``route_completion`` (last value) and ``distance_km`` where reported.
-    """
-    objectives = tuple(objectives)
-    m = len(objectives)
-    records: list[dict] = []
-    for group in consecutive_batches(seeds, batch):
-        n = len(group)
-        venv = make_venv(n)
-        venv.seed(group[0])
-        obs = venv.reset()
-        ret, dret = np.zeros((n, m)), np.zeros((n, m))
-        disc = np.ones(n)
-        length = np.zeros(n, dtype=int)
-        events = [dict.fromkeys(EVENT_KEYS, 0.0) for _ in range(n)]
-        seen: list[set] = [set() for _ in range(n)]
-        out: list[dict | None] = [None] * n
-        state, start = None, np.ones(n, dtype=bool)
-        while any(r is None for r in out):
-            action, state = model.predict(obs, state=state, episode_start=start, deterministic=deterministic)
-            obs, _, dones, infos = venv.step(action)
-            start = dones
-            for i in range(n):
-                if out[i] is not None:
-                    continue  # this env's recorded episode is over; it steps on unrecorded
-                info = infos[i]
-                vec = np.asarray(info["vector_reward"], dtype=float)
-                ret[i] += vec
-                dret[i] += disc[i] * vec
-                disc[i] *= gamma
-                length[i] += 1
-                ev = events[i]
-                for key in EVENT_KEYS:
-                    value = info.get(key)
-                    if value is not None:
-                        seen[i].add(key)
-                        ev[key] += float(value) if key == "cost" else float(bool(value))
-                if dones[i]:
-                    out[i] = _record(group[i], ret[i], dret[i], length[i], ev, seen[i], info, objectives)
-        records += out
-        if progress is not None:
-            progress(n)
-    return records
-
-
-class EvalEnvs:
-    """Evaluation VecEnvs by batch size, each built once by ``make(n)``; :meth:`close` closes them all."""
-
-    def __init__(self, make):
-        self._make = make
-        self._venvs: dict[int, object] = {}
-
-    def __call__(self, n: int):
-        if n not in self._venvs:
-            self._venvs[n] = self._make(n)
-        return self._venvs[n]
-
-    def close(self) -> None:
-        for venv in self._venvs.values():
-            venv.close()
-        self._venvs.clear()
-
 
 # ---------------------------------------------------------------------------------------------------
 # Evaluation during training

@@ -1,4 +1,4 @@
-"""Evaluation episodes side by side, and evaluation during training (morl.evaluation)."""
+"""Evaluation episodes side by side, and evaluation during training (morl.evaluate, morl.periodic)."""
 
 import csv
 import json
@@ -12,7 +12,8 @@ import envs.driving  # noqa: F401 (registers morl/Route-v0)
 from envs.driving import make_vec
 from morl import experiment
 from morl.config import load_config
-from morl.evaluation import EvalEnvs, PERIODIC_SEED_BASE, read_evaluations, run_episodes, summarise_evaluations
+from morl.evaluate import EvalEnvs, run_episodes
+from morl.periodic import PERIODIC_SEED_BASE, read_evaluations, summarise_evaluations
 from morl.wrappers import EVENT_KEYS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
