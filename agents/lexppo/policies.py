@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
-import torch as th
+import numpy as np
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy
 from torch import nn
 
@@ -39,10 +39,11 @@ class _VectorValueHead:
         # the optimizer must hold the new head's parameters
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
-    def predict_values(self, obs) -> th.Tensor:
-        """Per-objective values ``(batch, m)``, on the CPU: SB3's rollout loop adds ``gamma *`` the value of a
-        truncated episode's last observation to a NumPy reward row, which a CUDA tensor cannot join."""
-        return super().predict_values(obs).cpu()
+    def predict_values(self, obs) -> np.ndarray:
+        """Per-objective values ``(batch, m)`` as a NumPy array: SB3's rollout loop adds ``gamma *`` the value
+        of a truncated episode's last observation to the step's NumPy reward row (here a vector), which a
+        tensor cannot join in place. The rollout buffer takes either."""
+        return super().predict_values(obs).detach().cpu().numpy()
 
     def _get_constructor_parameters(self) -> dict:
         data = super()._get_constructor_parameters()
