@@ -33,7 +33,10 @@ The critic is fitted per objective (the mean of the per-objective squared errors
 - ``k̂_k`` (the paper's ``k_j``, the best attainable value) is a fixed ``references[k]`` when given (a
   threshold, as in thresholded lexicographic RL), else the running best of an exponential average of
   ``Ĵ_k`` (``reference_decay``); while any objective above k violates its constraint the running best is
-  reset to the current average, because ``k_j`` is the best *subject to the constraints above*.
+  reset to the current average, because ``k_j`` is the best *subject to the constraints above*. The
+  running best is what the policy has reached, not what it could reach: with equal weights β a top
+  objective is held near its best so far, and driven further only by its own advantage. Where the best
+  is known (no safety cost: 0), give it as a reference.
 - Slacks: ``ε_k = slack_k`` (absolute) or ``slack_k · |k̂_k|`` (relative), per objective.
 - General preorders: "j above i" is the preorder's strict relation, read through
   :meth:`Preorder.strictly_prefers` on unit score vectors. Tied objectives (a shared level) and
