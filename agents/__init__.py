@@ -3,6 +3,7 @@
 from agents.carl import CaRLPPO, CaRLReward, CaRLVecReward
 from agents.d2oc import D2OC, SMC, Lloyd
 from agents.iqn import IQN, QDIQN, EnsembleIQN
+from agents.lexppo import LexPPO
 from agents.subpo import ModPO, SubPO
 
-__all__ = ["CaRLPPO", "CaRLReward", "CaRLVecReward", "D2OC", "EnsembleIQN", "IQN", "Lloyd", "ModPO", "QDIQN", "SMC", "SubPO"]
+__all__ = ["CaRLPPO", "CaRLReward", "CaRLVecReward", "D2OC", "EnsembleIQN", "IQN", "LexPPO", "Lloyd", "ModPO", "QDIQN", "SMC", "SubPO"]

@@ -8,8 +8,11 @@ Runs one sweep per method through morl's experiment layer, then writes
 - ``runs.csv``: every run's figures; ``cost_vs_return.png``: cost rate against forward return, one point
   per run and the method means.
 
-Methods (``--methods``, default ``gate scalarised``):
+Methods (``--methods``, default ``lexppo gate scalarised``), with the same budget, seeds and rollout size:
 
+- ``lexppo``: :class:`agents.LexPPO` (lexicographic PPO, Skalse et al. 2022, arXiv 2212.13769) with one critic
+  per objective under ``safety > progress > energy`` (``configs/mujoco_halfcheetah_lexppo.yaml``): progress is
+  improved while the cost rate stays within safety's slack (0.02) of 0;
 - ``gate``: CaRL-style PPO on :class:`morl.wrappers.PreorderGate` under ``safety > progress > energy``
   (``configs/mujoco_halfcheetah_ppo_gated.yaml``): a step over the limit earns nothing from progress;
 - ``scalarised``: the same PPO on the equal-weight sum (``configs/mujoco_halfcheetah_ppo.yaml``);
@@ -29,7 +32,7 @@ Example (the issue's setting)::
 
     python scripts/train_mujoco.py --seeds 3 --workers 2 --out runs/mujoco_halfcheetah
 
-and a smoke run: ``python scripts/train_mujoco.py --seeds 1 --timesteps 2000 --episodes 1``.
+and a smoke run of every default method in about a minute: ``python scripts/train_mujoco.py --quick``.
 Another robot: ``--set env.id=morl/Hopper-v5`` (any ``--set`` applies to every config).
 """
 
@@ -53,10 +56,14 @@ from morl.sweep import run_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 #: method key -> (label, config); the baseline the others are compared with is "scalarised".
-METHODS = {"gate": ("PPO (preorder gate)", ROOT / "configs/mujoco_halfcheetah_ppo_gated.yaml"),
+METHODS = {"lexppo": ("LexPPO (lexicographic)", ROOT / "configs/mujoco_halfcheetah_lexppo.yaml"),
+           "gate": ("PPO (preorder gate)", ROOT / "configs/mujoco_halfcheetah_ppo_gated.yaml"),
            "qdiqn": ("QDIQN (preordered)", ROOT / "configs/mujoco_halfcheetah_qdiqn.yaml"),
            "scalarised": ("PPO (scalarised)", ROOT / "configs/mujoco_halfcheetah_ppo.yaml")}
 BASELINE = "scalarised"
+#: --quick: one seed, 50-step episodes, a few short rollouts, one evaluation episode (a smoke run, not a result)
+QUICK = ["train.total_timesteps=256", "eval.episodes=1", "env.kwargs.max_episode_steps=50"]
+QUICK_ON_POLICY = ["agent.n_steps=64", "agent.batch_size=64"]  # for the configs whose agent collects rollouts
 
 
 def run_metrics(run_dir: Path) -> tuple[float, float]:
@@ -75,7 +82,9 @@ def main(argv=None) -> int:
     parser.add_argument("--timesteps", type=int, default=None, help="override train.total_timesteps of both configs")
     parser.add_argument("--episodes", type=int, default=None, help="override eval.episodes")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every config")
-    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["gate", BASELINE],
+    parser.add_argument("--quick", action="store_true", help="a smoke run: one seed and a tiny budget (overrides "
+                        "--seeds, --timesteps and --episodes)")
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["lexppo", "gate", BASELINE],
                         help="methods to run (the scalarised baseline is always added)")
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel within each method's sweep")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / f"mujoco-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -85,12 +94,16 @@ def main(argv=None) -> int:
         overrides.append(f"train.total_timesteps={args.timesteps}")
     if args.episodes is not None:
         overrides.append(f"eval.episodes={args.episodes}")
+    if args.quick:
+        args.seeds, overrides = 1, [*overrides, *QUICK]
     args.out.mkdir(parents=True, exist_ok=False)
     keys = [k for k in METHODS if k in args.methods or k == BASELINE]
     per_method: dict[str, list[tuple[float, float]]] = {}
     for key in keys:
         method, path = METHODS[key]
         cfg = load_config(path, overrides)
+        if args.quick and "n_steps" in cfg.agent.kwargs:
+            cfg = load_config(path, [*overrides, *QUICK_ON_POLICY])
         sweep_dir = run_sweep(cfg, seeds=args.seeds, max_workers=args.workers, sweep_dir=args.out / cfg.name,
                               source=str(path))
         runs = sorted(p.parent for p in (sweep_dir / "runs").rglob("eval.json"))
@@ -124,7 +137,7 @@ def main(argv=None) -> int:
         writer.writerows([m, c, r] for m, vals in per_method.items() for c, r in vals)
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for (method, values), color in zip(per_method.items(), ("tab:blue", "tab:green", "tab:orange")):
+    for (method, values), color in zip(per_method.items(), ("tab:blue", "tab:green", "tab:orange", "tab:red")):
         arr = np.array(values)
         ax.scatter(arr[:, 1], arr[:, 0], color=color, alpha=0.5, label=f"{method}: runs")
         ax.scatter(arr[:, 1].mean(), arr[:, 0].mean(), color=color, marker="X", s=120, edgecolor="k",

@@ -50,6 +50,8 @@ CASES = {
                               "policy_kwargs": {"net_arch": [16]}}, 64),
     "CaRLPPO": lambda: _cartpole({"name": "CaRLPPO", "n_steps": 32, "batch_size": 16, "n_epochs": 2,
                                   "policy_kwargs": {"net_arch": [16]}}, 64),
+    "LexPPO": lambda: _cartpole({"name": "LexPPO", "n_steps": 32, "batch_size": 16, "n_epochs": 2, "slacks": 0.1,
+                                 "policy_kwargs": {"net_arch": [16]}}, 64),
     "IQN": lambda: _cartpole({"name": "IQN", **IQN_TINY, **Q_TINY}, 120),
     "QDIQN": lambda: _cartpole({"name": "QDIQN", **IQN_TINY, **Q_TINY}, 120),
     "EnsembleIQN": lambda: _cartpole({"name": "EnsembleIQN", "n_ensemble": 2, **IQN_TINY, **Q_TINY}, 120),
