@@ -80,3 +80,77 @@ def test_the_same_scene_gives_the_same_observation_on_the_builtin_simulator_and_
     expected = np.array(expected_head + expected_cars + [0.0] * 20, np.float32)
     np.testing.assert_allclose(a, expected, atol=1e-6)
     np.testing.assert_allclose(b, expected, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- actions
+def _builtin(action_type="discrete"):
+    env = DrivingEnv("highway", lanes=3, n_vehicles=0, action_type=action_type)
+    env.reset(seed=0)
+    ego = env.sim.ego[0]
+    ego[E_D], ego[E_TLANE], ego[E_V], ego[E_TSPEED] = LANE_W, 1, 25.0, 25.0  # middle lane, 25 m/s
+    return env, ego
+
+
+def _highway(action_type="discrete"):
+    env = HighwayEnvAdapter("highway-fast-v0", config={"lanes_count": 3, "vehicles_count": 0, "initial_lane_id": 1,
+                                                       "duration": 20}, action=action_type)
+    env.reset(seed=0)
+    return env, env.unwrapped.vehicle
+
+
+def test_meta_actions_change_lanes_and_target_speed_alike_on_both_backends():
+    env, ego = _builtin()
+    for _ in range(20):  # 4 s: a lane change is done (the controller settles in about 3 s)
+        env.step(LANE_LEFT)
+    assert ego[E_TLANE] == 2 and abs(ego[E_D] - 2 * LANE_W) < 0.3  # one lane to the driver's left
+    env.step(FASTER)
+    assert ego[E_TSPEED] == 30.0
+    for _ in range(10):
+        env.step(IDLE)
+    assert ego[E_V] > 28.0
+    env.step(SLOWER)
+    env.step(SLOWER)
+    assert ego[E_TSPEED] == 20.0
+    for _ in range(15):
+        env.step(LANE_RIGHT)
+    assert ego[E_TLANE] == 0 and abs(ego[E_D]) < 0.3 and ego[E_V] < 22.0
+
+    env, ego = _highway()  # 1 policy step per second
+    y0 = ego.position[1]
+    for _ in range(4):
+        env.step(LANE_LEFT)
+    assert ego.lane_index[2] == 0 and abs(ego.position[1] - (y0 - LANE_W)) < 0.3  # y points to the right
+    assert ego.target_speed == 25.0
+    env.step(FASTER)
+    assert ego.target_speed == 30.0
+    env.step(IDLE)
+    env.step(IDLE)
+    assert ego.speed > 28.0
+    env.step(SLOWER)
+    env.step(SLOWER)
+    assert ego.target_speed == 20.0
+    for _ in range(3):
+        obs, *_ = env.step(IDLE)
+    assert ego.speed < 22.0 and obs[8] == pytest.approx(20.0 / 40.0)  # the observed target speed
+    env.step(LANE_LEFT)  # no lane left of the leftmost: ignored on both backends
+    env.step(IDLE)
+    assert ego.lane_index[2] == 0
+
+
+def test_continuous_actions_accelerate_and_steer_left_alike_on_both_backends():
+    env, ego = _builtin("continuous")
+    v0, d0 = ego[E_V], ego[E_D]
+    for _ in range(5):  # 1 s at +0.5: 2.5 m/s^2
+        env.step(np.array([0.5, 0.0]))
+    assert ego[E_V] == pytest.approx(v0 + 2.5, abs=0.05)
+    env.step(np.array([0.0, 0.3]))
+    env.step(np.array([0.0, 0.0]))
+    assert ego[E_D] > d0 + 0.1 and ego[E_PSI] > 0.0  # left
+
+    env, ego = _highway("continuous")  # 1 s steps
+    v0, y0 = ego.speed, ego.position[1]
+    env.step(np.array([0.5, 0.0]))
+    assert ego.speed == pytest.approx(v0 + 2.5, abs=0.1)
+    obs, *_ = env.step(np.array([0.0, 0.3]))
+    assert ego.position[1] < y0 - 0.1 and ego.heading < 0.0  # left: towards smaller y
+    assert obs[6] == pytest.approx(0.3) and obs[1] > 0.0  # observed steer and heading: left-positive
