@@ -5,8 +5,10 @@ and continuous actions move the ego as documented on both; a model saved from th
 the highway-env adapter without any wrapper.
 """
 
+import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +156,89 @@ def test_continuous_actions_accelerate_and_steer_left_alike_on_both_backends():
     obs, *_ = env.step(np.array([0.0, 0.3]))
     assert ego.position[1] < y0 - 0.1 and ego.heading < 0.0  # left: towards smaller y
     assert obs[6] == pytest.approx(0.3) and obs[1] > 0.0  # observed steer and heading: left-positive
+
+
+# ----------------------------------------------------------------------------- a trained model, unchanged
+def test_a_model_saved_from_the_builtin_simulator_steps_on_highway_env_without_a_wrapper(tmp_path):
+    from agents import IQN
+    from morl import experiment
+    from morl.config import load_config
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "driving_iqn.yaml"
+    cfg = load_config(config, ["env.scenario=highway", "train.total_timesteps=64", "train.n_envs=2",
+                               "agent.learning_starts=32", "train.checkpoint_every=null"])
+    run = experiment.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)
+    model = IQN.load(run / "model.zip", device="cpu")
+    env = HighwayEnvAdapter("highway-fast-v0", config={"vehicles_count": 5, "duration": 3}, action="discrete",
+                            policy_frequency=5)
+    assert env.observation_space == model.observation_space and env.action_space == model.action_space
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):
+        action, _ = model.predict(obs, deterministic=True)
+        obs, r, term, trunc, info = env.step(action)
+        assert env.observation_space.contains(obs) and r.shape == (4,)
+        if term or trunc:
+            break
+    # the same scene is the same input: the model acts alike on both backends
+    a, b = builtin_scene_obs(), highway_scene_obs()
+    q = model.predict(np.stack([a, b]), deterministic=True)[0]
+    assert q[0] == q[1]
+
+
+def test_transfer_script_quick_run_writes_the_table_and_figures(tmp_path, load_script, capsys):
+    script = load_script("transfer_driving")
+    assert script.main(["--quick", "--out", str(tmp_path), "--finetune-steps", "40"]) == 0
+    result = json.loads((tmp_path / "transfer.json").read_text())
+    rows = {(r["backend"], r["policy"]): r["metrics"] for r in result["rows"]}
+    assert set(rows) == {("built-in highway", "agent"), ("built-in highway", "random"),
+                         ("highway-fast-v0 density 1", "agent"), ("highway-fast-v0 density 1", "idm"),
+                         ("highway-fast-v0 density 1", "random")}
+    for m in rows.values():
+        for key in ("collision_rate", "off_road_rate", "success_rate", "route_completion", "speed"):
+            assert m[key]["lo"] <= m[key]["value"] <= m[key]["hi"], key
+        assert m["episodes"] == 2
+    # the IDM ego is highway-env's own driver: it ignores the actions and keeps to its lane at its target speed
+    assert rows[("highway-fast-v0 density 1", "idm")]["speed"]["value"] > 15.0
+    assert len(result["finetune"]["curve"]) == 2 and result["finetune"]["curve"][-1]["steps"] == 40
+    for name in ("transfer.md", "transfer.png", "finetune.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    assert "| highway-fast-v0 density 1 | agent | 2 |" in (tmp_path / "transfer.md").read_text()
+
+
+# ----------------------------------------------------------------------------- CARLA (the fake server)
+def test_the_same_scene_gives_the_same_observation_on_the_builtin_simulator_and_carla(fake_carla):
+    from envs.driving.carla_env import CarlaEnv
+
+    # the fake map: 2 lanes 3.5 m wide along +x, centres y = 0 (left) and 3.5 (right), 30 km/h
+    w, limit = 3.5, 30 / 3.6
+    ego_s, ego_d, psi, v = 100.0, w + 0.5, 0.05, 8.0
+    cars = [(120.0, 0.0, 6.0, 0.0), (85.0, w + 0.3, 10.0, 0.5)]  # (s, d, vs, vd), sim frame
+    env = DrivingEnv("highway", lanes=2, lane_width=w, speed_limit=limit, n_vehicles=2, action_type="continuous")
+    env.reset(seed=0)
+    ego, traf = env.sim.ego[0], env.sim.traf[0]
+    ego[:] = 0.0
+    ego[[E_S, E_D, E_PSI, E_V]] = ego_s, ego_d, psi, v
+    for i, (s, d, vs, vd) in enumerate(cars):
+        traf[[T_S, T_D, T_V, T_VD], i] = s, d, vs, vd
+    a = env.observe()
+
+    carla_env = CarlaEnv(route=[[0.0, 0.0], [300.0, 0.0]], n_traffic=2, dt=0.1)
+    carla_env.reset(seed=0)
+    y_of = lambda d: w - d  # noqa: E731  (sim lane 0 is the right lane, at y = 3.5)
+    car = fake_carla.SERVER.ego()
+    car.x, car.y, car.yaw, car.speed = ego_s, y_of(ego_d), -psi, v
+    for actor, (s, d, vs, vd) in zip(carla_env._traffic, cars):
+        actor.x, actor.y, actor.yaw, actor.speed = s, y_of(d), math.atan2(-vd, vs), math.hypot(vs, vd)
+    b = carla_env._observation(*carla_env._measure())
+    assert carla_env.observation_space == env.observation_space
+    # from the definition: 0.5 m left of the lane centre, 2.25 m left of the 7 m road's centre line, no lane to
+    # the left, one to the right; nearest first: the car behind (15 m back, 0.2 m right), then the one ahead
+    vs_e, vd_e = v * math.cos(psi), v * math.sin(psi)
+    expected = np.zeros(48, np.float32)
+    expected[:18] = [8 / 40, 0.05 / (math.pi / 2), 0.5 / 1.75, 2.25 / 3.5, (8 - limit) / 10, limit / 40, 0, 0, 0, 0,
+                     0, 1, 1, 0, 0, 0, limit / 40, 1]
+    expected[18:28] = [1, -15 / 60, -0.2 / 10, (10 - vs_e) / 20, (0.5 - vd_e) / 20,
+                       1, 20 / 60, -4.0 / 10, (6 - vs_e) / 20, (0 - vd_e) / 20]
+    np.testing.assert_allclose(a, expected, atol=1e-6)
+    np.testing.assert_allclose(b, expected, atol=1e-5)
+    carla_env.close()
