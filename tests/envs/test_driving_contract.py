@@ -159,16 +159,22 @@ def test_continuous_actions_accelerate_and_steer_left_alike_on_both_backends():
 
 
 # ----------------------------------------------------------------------------- a trained model, unchanged
-def test_a_model_saved_from_the_builtin_simulator_steps_on_highway_env_without_a_wrapper(tmp_path):
-    from agents import IQN
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run directory of IQN trained 64 steps in the built-in highway scenario."""
     from morl import experiment
     from morl.config import load_config
 
     config = Path(__file__).resolve().parents[2] / "configs" / "driving_iqn.yaml"
     cfg = load_config(config, ["env.scenario=highway", "train.total_timesteps=64", "train.n_envs=2",
                                "agent.learning_starts=32", "train.checkpoint_every=null"])
-    run = experiment.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)
-    model = IQN.load(run / "model.zip", device="cpu")
+    return experiment.train(cfg, run_dir=tmp_path_factory.mktemp("tiny") / "run", evaluate_after=False)
+
+
+def test_a_model_saved_from_the_builtin_simulator_steps_on_highway_env_without_a_wrapper(tiny_run):
+    from agents import IQN
+
+    model = IQN.load(tiny_run / "model.zip", device="cpu")
     env = HighwayEnvAdapter("highway-fast-v0", config={"vehicles_count": 5, "duration": 3}, action="discrete",
                             policy_frequency=5)
     assert env.observation_space == model.observation_space and env.action_space == model.action_space
@@ -242,3 +248,14 @@ def test_the_same_scene_gives_the_same_observation_on_the_builtin_simulator_and_
     np.testing.assert_allclose(a, expected, atol=1e-6)
     np.testing.assert_allclose(b, expected, atol=1e-5)
     carla_env.close()
+
+
+def test_run_carla_drives_a_model_trained_in_the_builtin_simulator(fake_carla, tiny_run, load_script, capsys):
+    script = load_script("run_carla")
+    assert script.main(["--route", "random", "--route-length", "40", "--episodes", "1", "--traffic", "2",
+                        "--max-steps", "20", "--policy", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("episode ") == 1 and "steps, return" in out
+    assert fake_carla.SERVER.ticks > 5 and fake_carla.SERVER.actors == {}
+    with pytest.raises(FileNotFoundError, match="missing.zip"):
+        script.main(["--policy", str(tiny_run / "missing.zip")])
