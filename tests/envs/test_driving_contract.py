@@ -134,6 +134,8 @@ def test_meta_actions_change_lanes_and_target_speed_alike_on_both_backends():
     for _ in range(3):
         obs, *_ = env.step(IDLE)
     assert ego.speed < 22.0 and obs[8] == pytest.approx(20.0 / 40.0)  # the observed target speed
+    env.step(SLOWER)  # below highway-env's default target speeds (20, 25, 30): the contract's 5 m/s steps
+    assert ego.target_speed == 15.0
     env.step(LANE_LEFT)  # no lane left of the leftmost: ignored on both backends
     env.step(IDLE)
     assert ego.lane_index[2] == 0
