@@ -1,4 +1,4 @@
-"""Drive the CARLA adapter against a real CARLA 0.9.x server with a random or constant policy.
+"""Drive the CARLA adapter against a real CARLA 0.9.x server with a trained, random or constant policy.
 
 What it needs:
 
@@ -13,6 +13,9 @@ What it needs:
        python scripts/run_carla.py --host localhost --port 2000 --town Town01 \\
            --route assets/routes/town01_route.json --dt 0.1 --traffic 20 --episodes 3 --policy random
 
+   ``--policy runs/transfer/train`` (a run directory, or its ``model.zip``) drives a trained model, e.g. one
+   trained in the built-in simulator: the CARLA adapter gives the same observation and action meaning, so it
+   runs unchanged (the action type follows the model's action space).
    ``--route random`` drives a random route of ``--route-length`` metres from a random spawn point.
    ``--policy constant --accel 0.5 --steer 0`` holds one action; ``--action-type discrete`` drives the
    meta-actions (0 lane left, 1 idle, 2 lane right, 3 faster, 4 slower) with ``--meta 1``.
@@ -54,7 +57,9 @@ def parse_args(argv=None):
     p.add_argument("--max-steps", type=int, default=600, help="steps before an episode is truncated")
     p.add_argument("--timeout", type=float, default=10.0, help="client time-out (s)")
     p.add_argument("--action-type", choices=("continuous", "discrete"), default="continuous")
-    p.add_argument("--policy", choices=("random", "constant"), default="random")
+    p.add_argument("--policy", default="random",
+                   help="'random', 'constant', or a trained run directory / model.zip")
+    p.add_argument("--agent", default=None, help="agent class of a bare model.zip (a run directory names its own)")
     p.add_argument("--accel", type=float, default=0.5, help="constant policy: acceleration in [-1, 1]")
     p.add_argument("--steer", type=float, default=0.0, help="constant policy: steering in [-1, 1]")
     p.add_argument("--meta", type=int, default=1, help="constant policy with --action-type discrete")
@@ -62,12 +67,37 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def load_policy(path: str, agent: str | None = None):
+    """The model of a run directory (its ``config.yaml`` names the agent) or of a ``model.zip``."""
+    from morl import experiment, registry
+
+    p = Path(path)
+    run, model_zip = (p, p / "model.zip") if p.is_dir() else (p.parent, p)
+    if not model_zip.exists():
+        raise FileNotFoundError(f"--policy {path!r}: no model at {model_zip}")
+    if agent is None:
+        if not (run / "config.yaml").exists():
+            raise ValueError(f"--policy {path!r}: no config.yaml beside the model; name the agent with --agent")
+        agent = experiment.load_run_config(run).agent.name
+    return registry.resolve_agent(agent).load(model_zip, device="cpu")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    model = None
+    if args.policy not in ("random", "constant"):
+        import gymnasium as gym
+
+        model = load_policy(args.policy, args.agent)
+        args.action_type = "discrete" if isinstance(model.action_space, gym.spaces.Discrete) else "continuous"
     env = CarlaEnv(host=args.host, port=args.port, tm_port=args.tm_port, town=args.town,
                    route=None if args.route == "random" else args.route, route_length=args.route_length,
                    dt=args.dt, n_traffic=args.traffic, max_steps=args.max_steps, action_type=args.action_type,
                    timeout=args.timeout)
+    if model is not None and model.observation_space != env.observation_space:
+        print(f"error: the model observes {model.observation_space}, CarlaEnv gives {env.observation_space}",
+              file=sys.stderr)
+        return 1
     env.action_space.seed(args.seed)
     if args.action_type == "continuous":
         constant = np.clip(np.array([args.accel, args.steer], dtype=np.float32), -1.0, 1.0)
@@ -80,7 +110,10 @@ def main(argv=None) -> int:
                   f"{3.6 * info['speed_limit']:.0f} km/h")
             ret, steps = np.zeros(4), 0
             while True:
-                action = env.action_space.sample() if args.policy == "random" else constant
+                if model is not None:
+                    action = model.predict(obs, deterministic=True)[0]
+                else:
+                    action = env.action_space.sample() if args.policy == "random" else constant
                 obs, r, terminated, truncated, info = env.step(action)
                 ret += r
                 steps += 1

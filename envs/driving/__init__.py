@@ -6,9 +6,11 @@
   :mod:`~envs.driving.traffic`, :mod:`~envs.driving.sim`; Gymnasium envs in :mod:`~envs.driving.env`
   (registered as ``morl/Highway-v0`` and ``morl/Route-v0`` when this package is imported), the SB3
   ``VecEnv`` in :mod:`~envs.driving.vec_env` (:func:`make_vec`), frames in :mod:`~envs.driving.render`.
-- Adapters with the same objectives, events and CaRL quantities: :class:`HighwayEnvAdapter` for any
-  highway-env scenario (``morl/HighwayEnvAdapter-v0``) and :class:`CarlaEnv` for a CARLA 0.9 server
-  (``morl/Carla-v0``; needs ``pip install morl[carla]``).
+- Adapters with the same objectives, events, CaRL quantities, observation (:mod:`~envs.driving.observation`,
+  built once and fed by each backend's state) and action meaning, so a policy trained in the built-in
+  simulator runs on them unchanged: :class:`HighwayEnvAdapter` for any highway-env scenario
+  (``morl/HighwayEnvAdapter-v0``) and :class:`CarlaEnv` for a CARLA 0.9 server (``morl/Carla-v0``; needs
+  ``pip install morl[carla]``).
 """
 
 from gymnasium.envs.registration import register, registry

@@ -91,6 +91,14 @@ class RoutePolyline:
         k = min(int(np.searchsorted(self.cumulative, s, side="right")) - 1, len(self._seg) - 1)
         return float(math.atan2(self._seg[k, 1], self._seg[k, 0]))
 
+    def curvature_at(self, s: float, span: float = 5.0) -> float:
+        """Curvature (1/m) at arc length ``s``: the heading change over ``[s - span, s + span]`` (clamped to the
+        route) per metre, positive where the heading angle grows."""
+        a, b = max(float(s) - span, 0.0), min(float(s) + span, self.length)
+        if b - a < 1e-6:
+            return 0.0
+        return _wrap_angle(self.heading_at(b) - self.heading_at(a)) / (b - a)
+
     def truncated(self, length: float) -> RoutePolyline:
         """The first ``length`` metres of the route."""
         if length >= self.length:

@@ -26,12 +26,23 @@ Traffic Manager synchronous too. When the client loses the server (the ``Runtime
 time-out), the step ends the episode as truncated with ``info["server_lost"] = True`` and the next
 :meth:`CarlaEnv.reset` reconnects with exponential backoff, so a training run goes on.
 
-Observation (float32, :data:`OBS_DIM`): speed, speed limit, signed offset from the route, heading error
-(sin, cos), route completion, remaining route, at-red-light flag, last (acceleration, steering), the next
-5 route points every 5 m in the ego frame, and the 4 nearest traffic vehicles (relative position and
-velocity in the ego frame). Actions: ``"continuous"`` (acceleration, steering) in [-1, 1] (a positive
-acceleration is throttle, a negative one brake) or ``"discrete"`` meta-actions in highway-env's order
-(0 lane left, 1 idle, 2 lane right, 3 faster, 4 slower) tracked by a pure-pursuit and speed controller.
+Observation: the built-in simulator's (:mod:`envs.driving.observation`, :data:`OBS_DIM` with the default
+``k_vehicles``), measured from CARLA's state. CARLA's frame is left-handed (``y`` to the driver's right), so
+lateral quantities change sign: heading error and lane offset against the lane's waypoint
+(``map.get_waypoint``); the road's width from the driving lanes in the ego's direction beside it
+(``get_left_lane`` / ``get_right_lane``, assumed as wide as the ego's); curvature from the route polyline;
+the speed limit of ``get_speed_limit`` (also as the limit 50 m ahead: CARLA reports only the current one);
+lanes are taken not to end (junctions continue them); the other vehicles at their position and velocity in
+the lane's frame.
+
+Actions, the built-in simulator's meaning: ``"continuous"`` (acceleration, steering) in [-1, 1]: a positive
+acceleration is throttle, a negative one brake (full throttle is taken as about ``acc_max``), and the
+steering is a front-wheel angle of ``steer * max_steer`` to the left, sent as CARLA's ``steer`` (positive to
+the right, 1 at ``max_steer_angle``); ``"discrete"`` meta-actions in highway-env's order (0 lane left,
+1 idle, 2 lane right, 3 faster, 4 slower): the target speed moves by ``speed_step`` within ``[0, v_max]``
+(from the initial speed rounded to a step) and is tracked by the built-in simulator's proportional speed
+controller; a lane change targets the neighbouring driving lane when it exists, tracked by pure pursuit on
+the route shifted by the target offset.
 """
 
 from __future__ import annotations
@@ -48,7 +59,8 @@ import gymnasium as gym
 import numpy as np
 
 from envs.driving import objectives as obj
-from envs.driving.adapter_common import TTC_NONE, ObjectiveTracker, RoutePolyline, driving_reward_space
+from envs.driving import observation as ob
+from envs.driving.adapter_common import TTC_NONE, ObjectiveTracker, RoutePolyline, _wrap_angle, driving_reward_space
 from morl.preorder import Preorder
 
 __all__ = ["CarlaEnv", "SpawnError", "load_route", "import_carla", "OBS_DIM", "ROUTES_DIR"]
@@ -57,10 +69,9 @@ logger = logging.getLogger(__name__)
 
 #: Route files shipped with the package.
 ROUTES_DIR = Path(__file__).resolve().parents[2] / "assets" / "routes"
-N_ROUTE_POINTS, N_NEIGHBOURS = 5, 4
-OBS_DIM = 10 + 2 * N_ROUTE_POINTS + 4 * N_NEIGHBOURS
+OBS_DIM = ob.obs_size(ob.K_VEHICLES)
 _VEHICLE_LENGTH = 4.5  # m, for TTC gaps (a typical CARLA car's bounding box is 4.5-5 m long)
-_TARGET_SPEEDS = (0.0, 4.0, 8.0, 12.0)  # m/s, the discrete meta-actions' speed set
+_KP_SPEED = 1.0  # speed controller gain (1/s), the built-in simulator's
 
 
 def import_carla():
@@ -130,7 +141,12 @@ class CarlaEnv(gym.Env):
         ``backoff_max`` seconds.
     :param red_light_speed: speed (m/s) above which being at a red light counts as running it.
     :param default_speed_limit: speed limit (m/s) while CARLA reports none (right after spawning).
-    :param max_steer_angle: steering angle (deg) of a full steer, to turn steer rates into rad/s.
+    :param max_steer_angle: front-wheel angle (deg) of CARLA's full ``steer`` (the ego's physics).
+    :param max_steer: front-wheel angle (rad) of a full continuous steering action (the built-in simulator's by
+        default; sharp town corners need up to about 0.3).
+    :param k_vehicles: vehicles in the observation.
+    :param v_max: top target speed and speed normaliser (m/s); ``acc_max``: acceleration normaliser and the
+        speed controller's bound (m/s^2); ``speed_step``: target-speed step of FASTER / SLOWER (m/s).
     :param carl_ttc_hold_s: see :class:`envs.driving.highway_adapter.ObjectiveTracker`.
     :param carl_comfort_hold_s: see :class:`envs.driving.highway_adapter.ObjectiveTracker`.
     :param scales: kwargs of :func:`envs.driving.objectives.make_scales`.
@@ -145,9 +161,13 @@ class CarlaEnv(gym.Env):
                  preorder=obj.DEFAULT_PREORDER, reconnect_attempts: int = 6, backoff_base: float = 1.0,
                  backoff_max: float = 30.0, red_light_speed: float = 1.0, default_speed_limit: float = 30 / 3.6,
                  max_steer_angle: float = 70.0, carl_ttc_hold_s: float = 50.0, carl_comfort_hold_s: float = 50.0,
-                 scales: Mapping[str, float] | None = None):
+                 scales: Mapping[str, float] | None = None, max_steer: float = ob.MAX_STEER,
+                 k_vehicles: int = ob.K_VEHICLES, v_max: float = ob.V_MAX, acc_max: float = ob.ACC_MAX,
+                 speed_step: float = 5.0):
         for name, value in (("dt", dt), ("route_length", route_length), ("timeout", timeout),
-                            ("backoff_base", backoff_base), ("default_speed_limit", default_speed_limit)):
+                            ("backoff_base", backoff_base), ("default_speed_limit", default_speed_limit),
+                            ("max_steer_angle", max_steer_angle), ("max_steer", max_steer), ("v_max", v_max),
+                            ("acc_max", acc_max), ("speed_step", speed_step)):
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"{name} must be a number > 0, got {value!r}")
         for name, value in (("n_traffic", n_traffic), ("max_steps", max_steps),
@@ -169,14 +189,16 @@ class CarlaEnv(gym.Env):
         self.ego_blueprint, self.no_rendering = ego_blueprint, bool(no_rendering)
         self.reconnect_attempts, self.backoff_base, self.backoff_max = reconnect_attempts, backoff_base, backoff_max
         self.red_light_speed, self.default_speed_limit = float(red_light_speed), float(default_speed_limit)
-        self.max_steer = math.radians(max_steer_angle)
+        self.max_steer_angle = math.radians(max_steer_angle)
+        self.max_steer, self.k_vehicles = float(max_steer), int(k_vehicles)
+        self.v_max, self.acc_max, self.speed_step = float(v_max), float(acc_max), float(speed_step)
 
         self.objectives = obj.OBJECTIVES
         self.reward_space = driving_reward_space()
         self.preorder = Preorder.parse(preorder)
         if tuple(sorted(self.preorder.objectives)) != tuple(sorted(self.objectives)):
             raise ValueError(f"preorder objectives {self.preorder.objectives} differ from {self.objectives}")
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
+        self.observation_space = ob.observation_space(self.k_vehicles)
         self.action_space = (gym.spaces.Box(-1.0, 1.0, (2,), np.float32) if action_type == "continuous"
                              else gym.spaces.Discrete(5))
         self.tracker = ObjectiveTracker(self.dt, carl_ttc_hold_s, carl_comfort_hold_s, scales=scales)
@@ -191,10 +213,10 @@ class CarlaEnv(gym.Env):
         self._collisions, self._invasions = [], 0
         self.route: RoutePolyline | None = None
         self._route_lanes: set = set()
-        self._last_obs = np.zeros(OBS_DIM, np.float32)
-        self._last_action = (0.0, 0.0)
+        self._last_obs = np.zeros(self.observation_space.shape, np.float32)
+        self._last_action = (0.0, 0.0)  # the last (acceleration, steering) in [-1, 1], contract signs
         self._steps = 0
-        self._target = [2, 0.0]  # discrete control: target-speed index and lateral offset from the route
+        self._target = [0.0, 0.0]  # discrete control: target speed (m/s) and lateral offset from the route (m)
         self._needs_reset = True
 
     # ------------------------------------------------------------------ connection
@@ -343,14 +365,17 @@ class CarlaEnv(gym.Env):
         speed = float(np.dot([vel.x, vel.y], fwd))
         return tf.location, yaw, fwd, speed
 
-    def _ttc_and_neighbours(self, loc, yaw, fwd, speed):
+    def _ttc_and_neighbours(self, loc, yaw, speed, lane_yaw):
+        """Time to collision with the traffic in the ego's path, and the traffic's ``(ds, dd, vs, vd)`` rows in
+        the lane's frame, left-positive (:func:`envs.driving.observation.build_observation`)."""
         c, s = math.cos(yaw), math.sin(yaw)
+        cl, sl = math.cos(lane_yaw), math.sin(lane_yaw)
         best, rows = TTC_NONE, []
         for actor in self._traffic:
             o, v = actor.get_location(), actor.get_velocity()
             dx, dy = o.x - loc.x, o.y - loc.y
+            rows.append((cl * dx + sl * dy, sl * dx - cl * dy, cl * v.x + sl * v.y, sl * v.x - cl * v.y))
             lx, ly = c * dx + s * dy, -s * dx + c * dy
-            rows.append((math.hypot(lx, ly), lx, ly, c * v.x + s * v.y - speed, -s * v.x + c * v.y))
             if lx > 0 and abs(ly) < 1.75:  # in the ego's path, ahead
                 gap = lx - _VEHICLE_LENGTH
                 closing = speed - (c * v.x + s * v.y)
@@ -358,8 +383,18 @@ class CarlaEnv(gym.Env):
                     best = 0.0
                 elif closing > 1e-6:
                     best = min(best, gap / closing)
-        rows.sort()
-        return best, rows[:N_NEIGHBOURS]
+        return best, np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+
+    def _side_lanes(self, wp, side: str) -> int:
+        """Driving lanes in the ego's direction beside ``wp`` on ``side`` (``"left"`` or ``"right"``)."""
+        n, cur = 0, wp
+        for _ in range(8):
+            get = getattr(cur, f"get_{side}_lane", None)
+            cur = get() if get is not None else None
+            if cur is None or cur.lane_type != self._carla.LaneType.Driving or cur.lane_id * wp.lane_id <= 0:
+                break
+            n += 1
+        return n
 
     def _measure(self):
         carla = self._carla
@@ -372,7 +407,8 @@ class CarlaEnv(gym.Env):
         limit = limit_kmh / 3.6 if limit_kmh and limit_kmh > 0 else self.default_speed_limit
         red = bool(self._ego.is_at_traffic_light()
                    and self._ego.get_traffic_light_state() == carla.TrafficLightState.Red)
-        ttc, neighbours = self._ttc_and_neighbours(loc, yaw, fwd, speed)
+        lane_yaw = math.radians(nearest.transform.rotation.yaw)
+        ttc, neighbours = self._ttc_and_neighbours(loc, yaw, speed, lane_yaw)
         with self._events_lock:
             collisions, invasions = self._collisions, self._invasions
             self._collisions, self._invasions = [], 0
@@ -386,26 +422,33 @@ class CarlaEnv(gym.Env):
             in_junction=bool(nearest.is_junction),
         )
         extra = dict(at_red_light=red, route_lat=route_lat, neighbours=neighbours, loc=loc, fwd=fwd,
-                     collided_with=collisions, lane_invasions=invasions)
+                     collided_with=collisions, lane_invasions=invasions, waypoint=nearest, lane_yaw=lane_yaw)
         return m, extra
 
+    def scene(self, m, extra):
+        """``(EgoScene, neighbours)`` of a measured state (module docstring), left-positive."""
+        loc, wp, h = extra["loc"], extra["waypoint"], extra["lane_yaw"]
+        centre = wp.transform.location
+        width = float(wp.lane_width)
+        # CARLA's y points right: the left-positive offset from the lane centre is minus the right-positive one
+        offset = math.sin(h) * (loc.x - centre.x) - math.cos(h) * (loc.y - centre.y)
+        n_left, n_right = self._side_lanes(wp, "left"), self._side_lanes(wp, "right")
+        discrete = self.action_type == "discrete"
+        scene = ob.EgoScene(
+            speed=m["speed"], heading=-_wrap_angle(m["yaw"] - h), lane_offset=offset, lane_width=width,
+            road_offset=offset - 0.5 * (n_left - n_right) * width, road_half_width=0.5 * (n_left + n_right + 1) * width,
+            speed_limit=m["speed_limit"], steer=self._last_action[1] * self.max_steer,
+            accel=float(self.tracker.prev["acc"]), target_speed=self._target[0] if discrete else 0.0,
+            target_lane_offset=extra["route_lat"] - self._target[1] if discrete else 0.0,
+            left_lane=n_left > 0, right_lane=n_right > 0,
+            curvature=tuple(-self.route.curvature_at(self.tracker.s + a) for a in ob.ROUTE_AHEAD),
+            route_left=1.0 - min(self.tracker.s_max / self.route.length, 1.0))
+        return scene, extra["neighbours"]
+
     def _observation(self, m, extra) -> np.ndarray:
-        loc, yaw = extra["loc"], m["yaw"]
-        c, s = math.cos(yaw), math.sin(yaw)
-        err = yaw - self.route.heading_at(self.tracker.s)
-        remaining = self.route.length - self.tracker.s
-        head = [m["speed"] / 10.0, m["speed_limit"] / 10.0, extra["route_lat"] / 3.5, math.sin(err), math.cos(err),
-                self.tracker.s_max / self.route.length, min(remaining, 200.0) / 100.0, float(extra["at_red_light"]),
-                *self._last_action]
-        pts = []
-        for k in range(1, N_ROUTE_POINTS + 1):
-            p = self.route.point_at(self.tracker.s + 5.0 * k)
-            dx, dy = p[0] - loc.x, p[1] - loc.y
-            pts += [(c * dx + s * dy) / 20.0, (-s * dx + c * dy) / 20.0]
-        nb = np.zeros((N_NEIGHBOURS, 4))
-        for i, (_, lx, ly, vx, vy) in enumerate(extra["neighbours"]):
-            nb[i] = (lx / 50.0, ly / 50.0, vx / 10.0, vy / 10.0)
-        return np.concatenate([head, pts, nb.ravel()]).astype(np.float32)
+        scene, neighbours = self.scene(m, extra)
+        return ob.build_observation(scene, neighbours, self.k_vehicles, self.action_type == "continuous", self.v_max,
+                                    self.max_steer, self.acc_max)
 
     # ------------------------------------------------------------------ control
     def _control(self, action):
@@ -416,34 +459,37 @@ class CarlaEnv(gym.Env):
         else:
             accel, steer = self._meta_control(int(action))
         self._last_action = (accel, steer)
-        return carla.VehicleControl(throttle=max(accel, 0.0), steer=steer, brake=max(-accel, 0.0))
+        # steer: a left wheel angle of steer * max_steer; CARLA's steer is right-positive, 1 at max_steer_angle
+        carla_steer = float(np.clip(-steer * self.max_steer / self.max_steer_angle, -1.0, 1.0))
+        return carla.VehicleControl(throttle=max(accel, 0.0), steer=carla_steer, brake=max(-accel, 0.0))
 
     def _meta_control(self, action: int):
-        """Discrete meta-action -> (accel, steer): pure pursuit on the route shifted by the target
-        lateral offset, and a proportional speed controller. CARLA's frame is left-handed (y points to
-        the driver's right), so the route's lateral coordinate (:meth:`RoutePolyline.project`) is
-        positive to the right and a lane to the left is a negative offset."""
+        """Discrete meta-action -> (accel, steer) in [-1, 1], contract signs: pure pursuit on the route shifted by
+        the target lateral offset, and the built-in simulator's proportional speed controller. The route's
+        lateral coordinate (:meth:`RoutePolyline.project`) is positive to the driver's right in CARLA's
+        left-handed frame, so a lane to the left is a negative offset."""
         if not 0 <= action < 5:
             raise ValueError(f"discrete action must be in 0..4, got {action}")
         loc, yaw, fwd, speed = self._ego_state()
         wp = self._map.get_waypoint(loc)
         width = float(wp.lane_width) if wp is not None else 3.5
-        if action in (0, 2):
-            self._target[1] = float(np.clip(self._target[1] + (-width if action == 0 else width), -width, width))
+        if action == 0 and wp is not None and self._side_lanes(wp, "left"):
+            self._target[1] -= width
+        elif action == 2 and wp is not None and self._side_lanes(wp, "right"):
+            self._target[1] += width
         elif action == 3:
-            self._target[0] = min(self._target[0] + 1, len(_TARGET_SPEEDS) - 1)
+            self._target[0] = min(self._target[0] + self.speed_step, self.v_max)
         elif action == 4:
-            self._target[0] = max(self._target[0] - 1, 0)
+            self._target[0] = max(self._target[0] - self.speed_step, 0.0)
         lookahead = max(5.0, 0.8 * speed)
         s_ahead = self.tracker.s + lookahead
         p, h = self.route.point_at(s_ahead), self.route.heading_at(s_ahead)
         # (-sin h, cos h) is the normal on the positive-lateral side (the driver's right in CARLA)
         tx, ty = p[0] - math.sin(h) * self._target[1], p[1] + math.cos(h) * self._target[1]
-        alpha = math.atan2(ty - loc.y, tx - loc.x) - yaw
-        alpha = (alpha + math.pi) % (2 * math.pi) - math.pi
-        steer = math.atan2(2.0 * 2.8 * math.sin(alpha), lookahead) / self.max_steer
-        accel = 0.5 * (_TARGET_SPEEDS[self._target[0]] - speed)
-        return float(np.clip(accel, -1.0, 1.0)), float(np.clip(steer, -1.0, 1.0))
+        alpha = _wrap_angle(math.atan2(ty - loc.y, tx - loc.x) - yaw)
+        wheel = -math.atan2(2.0 * 2.8 * math.sin(alpha), lookahead)  # left-positive wheel angle (rad)
+        accel = _KP_SPEED * (self._target[0] - speed) / self.acc_max
+        return float(np.clip(accel, -1.0, 1.0)), float(np.clip(wheel / self.max_steer, -1.0, 1.0))
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed=None, options=None):
@@ -452,9 +498,10 @@ class CarlaEnv(gym.Env):
             try:
                 if self._client is None:
                     self._connect()
-                self._steps, self._last_action, self._target = 0, (0.0, 0.0), [2, 0.0]
+                self._steps, self._last_action = 0, (0.0, 0.0)
                 self._setup_episode(seed)
                 m, extra = self._measure()
+                self._target = [self.speed_step * math.floor(m["speed"] / self.speed_step + 0.5), 0.0]
                 # progress counts 1 per step at the speed limit where the ego starts (objectives.progress)
                 self.tracker.reset(self.route.length, m["speed_limit"], m["speed"], m["yaw"], 0.0, s=m["s"])
                 break

@@ -22,7 +22,7 @@ from gymnasium import spaces
 from envs.driving import objectives as ob
 from envs.driving.batch import BatchSim, default_params
 from envs.driving.road import build_road
-from envs.driving.sim import E_RC, N_META_ACTIONS
+from envs.driving.sim import E_RC, N_META_ACTIONS, batch_observe
 from morl.preorder import Preorder
 
 __all__ = ["DrivingEnv", "HighwayEnv", "RouteEnv", "SCENARIOS", "build_sim_config", "check_actions"]
@@ -187,6 +187,13 @@ class DrivingEnv(gym.Env):
         sim = self.sim
         return (sim.obs[0].copy(), sim.rew[0].copy(), bool(sim.terminated[0]), bool(sim.truncated[0]),
                 info_dict(sim.info[0], sim.rew[0]))
+
+    def observe(self) -> np.ndarray:
+        """The observation of the current state, recomputed (for a state set by hand in ``sim.ego`` /
+        ``sim.traf``)."""
+        sim = self.sim
+        batch_observe(sim.ego, sim.traf, sim.order, sim.P, *sim._road_args, sim.obs)
+        return sim.obs[0].copy()
 
     def render(self):
         if self.render_mode != "rgb_array":

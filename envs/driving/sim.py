@@ -25,6 +25,9 @@ from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
 from envs.driving import objectives as ob
+from envs.driving.observation import (N_EGO_OBS, N_ROUTE_OBS, N_VEH_OBS, ROUTE_AHEAD, WINDOW,  # noqa: F401
+                                      clear_vehicle_rows, insert_nearest, obs_size, write_ego_route,
+                                      write_vehicle_row)
 from envs.driving.geometry import (bicycle_step, box_off_road_cs, boxes_overlap, grid_value, lane_exists, lane_of,
                                    rand_uniform, road_edges, seed_state)
 from envs.driving.road import MAX_LANES
@@ -47,10 +50,6 @@ N_EGO_FIELDS = 20
 N_INFO = 20
 assert N_INFO == len(ob.INFO_KEYS)
 
-# observation layout
-N_EGO_OBS = 10
-N_ROUTE_OBS = 8
-N_VEH_OBS = 5
 #: meta-actions, in highway-env's DiscreteMetaAction order
 LANE_LEFT, IDLE, LANE_RIGHT, FASTER, SLOWER = 0, 1, 2, 3, 4
 N_META_ACTIONS = 5
@@ -59,11 +58,6 @@ TTC_NONE = 100.0  # time-to-collision reported when nothing is closing in
 _KP_LAT = 0.8     # lateral controller: desired lateral speed per metre of lane offset (1/s)
 _KP_HEAD = 2.5    # heading controller gain (1/s); with dt 0.2 s the loop stays well damped
 _KP_SPEED = 1.0   # speed controller gain (1/s)
-
-
-def obs_size(k_vehicles: int) -> int:
-    """Length of the observation vector with ``k_vehicles`` observed vehicles."""
-    return N_EGO_OBS + N_ROUTE_OBS + N_VEH_OBS * k_vehicles
 
 
 @numba.njit(cache=True, _nrt=False)
@@ -158,16 +152,10 @@ def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_en
 @numba.njit(cache=True, _nrt=False, inline="always")
 def write_obs_cs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, out, dist, nearest, cos_psi,
                  sin_psi):
-    """Observation of env ``e`` into ``out`` (float32, values in ``[-1, 1]``: each value is clipped before it is
-    rounded to float32, which gives the bits of clipping after, as the rounding is monotone and keeps +-1).
+    """Observation of env ``e`` into ``out``: the layout and normalisation of :mod:`envs.driving.observation`,
+    whose functions it feeds from the simulator's Frenet state (the target-lane entry is the offset of the
+    target lane's centre; the road's centre line is that of the lanes existing at ``s``).
 
-    Ego (10): speed / v_max, heading / (pi/2), lane-centre offset / (w/2), position across the road,
-    (speed - limit) / 10, limit / v_max, steer / max_steer, accel / acc_max, target speed / v_max and
-    target-lane offset / 2w (discrete control; 0 otherwise).
-    Route (8): left lane exists, right lane exists, distance to the end of the current lane / 200,
-    curvature x 50 at 0, 20 and 50 m ahead, speed limit 50 m ahead / v_max, route left (1 - completion).
-    Vehicles (K x 5, like highway-env's Kinematics): presence, ds / 60, dd / 10, relative longitudinal
-    and lateral speed / 20, nearest first (Euclidean in (s, d)); absent rows are zero.
     ``dist`` (float64) and ``nearest`` (int64) are scratch of length ``>= K``; ``order[e]`` must hold the
     traffic sorted by ``s`` (:func:`~envs.driving.traffic.sort_order`, as every step and reset leave it).
     ``cos_psi`` and ``sin_psi``: the cosine and sine of the ego's heading ``ego[e, E_PSI]`` (the step has them).
@@ -176,75 +164,51 @@ def write_obs_cs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane
     n_lanes = int(P[P_N_LANES])
     lw = P[P_LANE_W]
     gs = P[P_GRID_STEP]
-    vmax = P[P_V_MAX]
     s = ego[e, E_S]
     d = ego[e, E_D]
-    psi = ego[e, E_PSI]
     v = ego[e, E_V]
-    limit = grid_value(speed_grid, gs, s)
     lane = min(max(lane_of(d, lw), 0), n_lanes - 1)
     lo, hi = road_edges(lane_start, lane_end, n_lanes, lw, s)
-    half = max(0.5 * (hi - lo), 0.5 * lw)
-    cont = P[P_CONTINUOUS] > 0.5
-    out[0] = _clip(v / vmax, -1.0, 1.0)
-    out[1] = _clip(psi / (0.5 * math.pi), -1.0, 1.0)
-    out[2] = _clip((d - lane * lw) / (0.5 * lw), -1.0, 1.0)
-    out[3] = _clip((d - 0.5 * (lo + hi)) / half, -1.0, 1.0)
-    out[4] = _clip((v - limit) / 10.0, -1.0, 1.0)
-    out[5] = _clip(limit / vmax, -1.0, 1.0)
-    out[6] = _clip(ego[e, E_STEER] / P[P_MAX_STEER], -1.0, 1.0)
-    out[7] = _clip(ego[e, E_ACC] / P[P_ACC_MAX], -1.0, 1.0)
-    out[8] = _clip(0.0 if cont else ego[e, E_TSPEED] / vmax, -1.0, 1.0)
-    out[9] = _clip(0.0 if cont else (ego[e, E_TLANE] * lw - d) / (2.0 * lw), -1.0, 1.0)
-    o = N_EGO_OBS
-    out[o + 0] = 1.0 if lane_exists(lane_start, lane_end, n_lanes, lane + 1, s) else 0.0
-    out[o + 1] = 1.0 if lane_exists(lane_start, lane_end, n_lanes, lane - 1, s) else 0.0
-    out[o + 2] = _clip((lane_end[lane] - s) / 200.0, -1.0, 1.0)
-    out[o + 3] = _clip(50.0 * grid_value(curv_grid, gs, s), -1.0, 1.0)
-    out[o + 4] = _clip(50.0 * grid_value(curv_grid, gs, s + 20.0), -1.0, 1.0)
-    out[o + 5] = _clip(50.0 * grid_value(curv_grid, gs, s + 50.0), -1.0, 1.0)
-    out[o + 6] = _clip(grid_value(speed_grid, gs, s + 50.0) / vmax, -1.0, 1.0)
-    out[o + 7] = _clip(1.0 - ego[e, E_RC], -1.0, 1.0)
-    o += N_ROUTE_OBS
+    write_ego_route(out, v, ego[e, E_PSI], d - lane * lw, lw, d - 0.5 * (lo + hi), max(0.5 * (hi - lo), 0.5 * lw),
+                    grid_value(speed_grid, gs, s), ego[e, E_STEER], ego[e, E_ACC], ego[e, E_TSPEED],
+                    ego[e, E_TLANE] * lw - d, P[P_CONTINUOUS] > 0.5, P[P_V_MAX], P[P_MAX_STEER], P[P_ACC_MAX],
+                    lane_exists(lane_start, lane_end, n_lanes, lane + 1, s),
+                    lane_exists(lane_start, lane_end, n_lanes, lane - 1, s), lane_end[lane] - s,
+                    grid_value(curv_grid, gs, s + ROUTE_AHEAD[0]), grid_value(curv_grid, gs, s + ROUTE_AHEAD[1]),
+                    grid_value(curv_grid, gs, s + ROUTE_AHEAD[2]), grid_value(speed_grid, gs, s + 50.0),
+                    1.0 - ego[e, E_RC])
     K = int(P[P_K])
-    # K nearest (Euclidean in (s, d)) within 60 m along the road, ties to the lower index: one pass keeps
-    # the nearest so far sorted in dist[0:n] (squared distances) and nearest[0:n] (indices). The pass walks
-    # ``order`` (the traffic sorted by s, as every step and reset leave it), so it stops at the end of the
-    # window; candidates then come in s order, not index order, so ties compare the indices explicitly: the
-    # result is the K smallest (d2, index) pairs whatever the order of the pass.
-    vs = v * cos_psi
-    vd_e = v * sin_psi
+    # The pass walks ``order`` (the traffic sorted by s, as every step and reset leave it), so it stops at the
+    # end of the window; insert_nearest keeps the K smallest (d2, index) pairs whatever the order of the pass.
     n = 0
     for k in range(V if K > 0 else 0):
         i = order[e, k]
         ds = traf[e, T_S, i] - s
-        if not ds > -60.0:
+        if not ds > -WINDOW:
             continue
-        if not ds < 60.0:
+        if not ds < WINDOW:
             break
         dd = traf[e, T_D, i] - d
-        d2 = ds * ds + dd * dd
-        if n == K and not (d2 < dist[K - 1] or (d2 == dist[K - 1] and i < nearest[K - 1])):
-            continue
-        m = n if n < K else K - 1  # insertion point, shifting farther ones back
-        while m > 0 and (dist[m - 1] > d2 or (dist[m - 1] == d2 and nearest[m - 1] > i)):
-            dist[m] = dist[m - 1]
-            nearest[m] = nearest[m - 1]
-            m -= 1
-        dist[m] = d2
-        nearest[m] = i
-        if n < K:
-            n += 1
+        n = insert_nearest(dist, nearest, n, K, ds * ds + dd * dd, i)
+    vs = v * cos_psi
+    vd_e = v * sin_psi
     for r in range(n):
-        best_i = nearest[r]
-        row = o + r * N_VEH_OBS
-        out[row + 0] = 1.0
-        out[row + 1] = _clip((traf[e, T_S, best_i] - s) / 60.0, -1.0, 1.0)
-        out[row + 2] = _clip((traf[e, T_D, best_i] - d) / 10.0, -1.0, 1.0)
-        out[row + 3] = _clip((traf[e, T_V, best_i] - vs) / 20.0, -1.0, 1.0)
-        out[row + 4] = _clip((traf[e, T_VD, best_i] - vd_e) / 20.0, -1.0, 1.0)
-    for r in range(o + n * N_VEH_OBS, o + K * N_VEH_OBS):  # absent rows
-        out[r] = 0.0
+        i = nearest[r]
+        write_vehicle_row(out, r, traf[e, T_S, i] - s, traf[e, T_D, i] - d, traf[e, T_V, i] - vs,
+                          traf[e, T_VD, i] - vd_e)
+    clear_vehicle_rows(out, n, K)
+
+
+@numba.njit(cache=True)
+def batch_observe(ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, obs):
+    """Write every env's observation of its current state (after the state was set by hand: the traffic
+    order is sorted first)."""
+    K = max(int(P[P_K]), 1)
+    dist = np.empty(K)
+    nearest = np.empty(K, dtype=np.int64)
+    for e in range(ego.shape[0]):
+        sort_order(e, traf, order)
+        write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, obs[e], dist, nearest)
 
 
 # ----------------------------------------------------------------------------- ego control

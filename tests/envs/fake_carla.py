@@ -128,6 +128,13 @@ class Waypoint:
         x = self.transform.location.x - float(distance)
         return [Waypoint(x, self._lane)] if x >= ROAD_X[0] else []
 
+    def get_left_lane(self):  # the lane at smaller y (CARLA's y points right); none left of lane 0
+        return Waypoint(self.transform.location.x, self._lane - 1) if self._lane > 0 else None
+
+    def get_right_lane(self):
+        x = self.transform.location.x
+        return Waypoint(x, self._lane + 1) if self._lane + 1 < len(LANE_CENTRES) else None
+
 
 class Map:
     name = "Carla/Maps/FakeTown01"

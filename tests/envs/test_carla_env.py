@@ -5,6 +5,7 @@ the ego collide, leave the road, meet a red light or lose the connection at a gi
 """
 
 import json
+import math
 import sys
 
 import numpy as np
@@ -52,7 +53,9 @@ def test_reset_and_step_give_the_contract(fake_carla):
     assert not set(obj.INFO_KEYS) - set(info)
     assert ego.control.throttle == 1.0 and ego.control.brake == 0.0
     env.step(np.array([-0.5, 0.25], dtype=np.float32))
-    assert ego.control.throttle == 0.0 and ego.control.brake == 0.5 and ego.control.steer == 0.25
+    # a left wheel angle of 0.25 * max_steer (0.2 rad) is CARLA's right-positive steer over its 70 deg
+    assert ego.control.throttle == 0.0 and ego.control.brake == 0.5
+    assert ego.control.steer == pytest.approx(-0.25 * 0.2 / math.radians(70.0))
     assert info["speed_limit"] == pytest.approx(30 / 3.6)
 
 
@@ -150,15 +153,24 @@ def test_reconnection_gives_up_with_a_clear_error(fake_carla):
 
 
 def test_discrete_meta_actions_track_speed_and_change_lanes(fake_carla):
-    env = make(action_type="discrete", route=[[0.0, 0.0], [300.0, 0.0]])
-    env.reset(seed=0)
+    env = make(action_type="discrete", route=[[0.0, 3.5], [300.0, 3.5]])  # along the right lane
+    obs, _ = env.reset(seed=0)
     ego = fake_carla.SERVER.ego()
+    assert obs[8] == 0.0  # target speed: the initial speed (at rest) rounded to a 5 m/s step
+    env.step(3)  # FASTER, FASTER: target 10 m/s, the built-in simulator's step of 5 m/s
+    obs, *_ = env.step(3)
+    assert obs[8] == pytest.approx(10.0 / 40.0)
+    for _ in range(80):
+        _, r, term, trunc, info = env.step(1)
+    assert 9.0 < info["speed"] < 11.0 and abs(ego.y - 3.5) < 0.3
     for _ in range(60):
-        _, r, term, trunc, info = env.step(3)  # FASTER: towards the top target speed, 12 m/s
-    assert 10.0 < info["speed"] < 13.0 and abs(ego.y) < 0.3
+        _, r, term, trunc, info = env.step(4 if _ == 0 else 1)  # SLOWER once: 5 m/s
+    assert 4.0 < info["speed"] < 6.0
+    env.step(2)  # LANE_RIGHT from the rightmost lane: no lane there, ignored
     for _ in range(40):
-        _, r, term, trunc, info = env.step(2)  # LANE_RIGHT: the lane at y = +3.5 (CARLA's y points right)
-    assert abs(ego.y - 3.5) < 0.5 and not info["outside_route_lanes"] and not term
+        obs, r, term, trunc, info = env.step(0 if _ == 0 else 1)  # LANE_LEFT: the lane at y = 0 (y points right)
+    assert abs(ego.y) < 0.5 and not term
+    assert obs[10] == 0.0 and obs[11] == 1.0  # now no lane to the left, one to the right
 
 
 def test_route_files(fake_carla, tmp_path):
