@@ -89,8 +89,25 @@ def test_gradient_step_follows_weights(credit):
 def test_policy_features_shapes(features):
     env = _env(n=3)
     pol = SubPOPolicy(env.observation_space, env.action_space, lambda _: 1e-3, features=features)
-    x = pol.featurize({k: th.as_tensor(v) for k, v in env.reset().items()})
+    obs = env.reset()
+    for _ in range(2):  # two steps in: t = 2 and some cells visited
+        obs, _, _, _ = env.step(np.array([1, 2, 3]))
+    x = pol.featurize({k: th.as_tensor(v) for k, v in obs.items()})
     assert x.shape == (3, {"visited": 73, "markov": 37, "repo": 2}[features])
+    # the values, built here from the observation's definition: one-hot cell, t / horizon, visited bitmap
+    n = 36
+    for i in range(3):
+        cell, t = int(obs["cell"][i]), float(np.ravel(obs["t"][i])[0])
+        if features == "repo":
+            assert x[i].tolist() == [float(cell), t]
+            continue
+        onehot = np.zeros(n)
+        onehot[cell] = 1.0
+        expected = [*onehot, t / 8]
+        if features == "visited":
+            expected += list(np.ravel(obs["visited"][i]).astype(float))
+        assert np.allclose(x[i].numpy(), expected)
+    assert float(np.ravel(obs["t"][0])[0]) == 2.0
     with pytest.raises(ValueError, match="unknown features"):
         SubPOPolicy(env.observation_space, env.action_space, lambda _: 1e-3, features="image")
 
