@@ -297,8 +297,14 @@ def test_all_invalid_row_is_empty_and_bad_shapes_raise():
         optimal_subset(z, p, delta=[0.1, 0.2, 0.3])
 
 
-def test_device_and_dtype_follow_input():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_device_and_dtype_follow_input_and_the_masks_are_the_reference(dtype):
     p = Preorder.parse("a > b")
-    z = torch.randn(5, 2, 4, 8, dtype=torch.float64)
-    out = optimal_subset(z, p)
-    assert out.device == z.device and out.dtype == torch.bool
+    z = (torch.randn(5, 2, 4, 8, generator=torch.Generator().manual_seed(0)) * 2).round().to(dtype)
+    for rule in ("staged", "rulebook"):
+        out = optimal_subset(z, p, rule=rule)
+        assert out.device == z.device and out.dtype == torch.bool and out.shape == (5, 4)
+        zl = z.float()
+        for b in range(5):
+            assert out[b].tolist() == REFERENCES[rule](zl[b].tolist(), p, 0.75, 0.0, [True] * 4)
+        assert 1 < out.sum() < 20  # neither trivial nor everything

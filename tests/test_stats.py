@@ -116,16 +116,28 @@ def test_gae_equals_sb3_rollout_buffer(seed):
     np.testing.assert_allclose(ret[..., 0], buf.returns, rtol=1e-6, atol=1e-6)
 
 
-def test_gae_truncation_values_equal_sb3_reward_bootstrap():
-    """Passing V(terminal_obs) is the same as adding gamma * V(terminal_obs) to the reward (SB3)."""
-    r, v, s, lv, ld = random_rollout(11)
-    rng = np.random.default_rng(0)
-    trunc = np.where(rng.random(r.shape[:2])[..., None] < 0.1, rng.normal(size=r.shape), 0.0)
-    a1, r1 = gae(r, v, s, lv, ld, 0.95, 0.9, truncation_values=trunc)
-    a2, r2 = gae(r + 0.95 * trunc, v, s, lv, ld, 0.95, 0.9)
-    assert np.abs(trunc).sum() > 0
-    np.testing.assert_allclose(a1, a2)
-    np.testing.assert_allclose(r1, r2)
+def test_gae_truncation_bootstraps_the_truncated_episode_hand_computed():
+    """One env: an episode of steps 0-1 truncated after step 1 with V(terminal_obs) = 4, then an episode from step 2
+    cut by the rollout's end (last value 2, not done). gamma 0.5, values (0.5, 0.25, 1), rewards (1, 2, 3).
+
+    lambda 1: returns 1 + .5 * (2 + .5 * 4) = 3, 2 + .5 * 4 = 4, 3 + .5 * 2 = 4; advantages = returns - values.
+    lambda 0: one-step TD errors 1 + .5 * .25 - .5 = .625, 2 + .5 * 4 - .25 = 3.75, 3 + .5 * 2 - 1 = 3.
+    """
+    r = np.array([1.0, 2.0, 3.0]).reshape(3, 1, 1)
+    v = np.array([0.5, 0.25, 1.0]).reshape(3, 1, 1)
+    starts = np.array([1.0, 0.0, 1.0]).reshape(3, 1)
+    trunc = np.array([0.0, 4.0, 0.0]).reshape(3, 1, 1)
+    lv, ld = np.array([[2.0]]), np.array([0.0])
+    adv, ret = gae(r, v, starts, lv, ld, 0.5, 1.0, truncation_values=trunc)
+    np.testing.assert_allclose(ret.ravel(), [3.0, 4.0, 4.0])
+    np.testing.assert_allclose(adv.ravel(), [2.5, 3.75, 3.0])
+    adv0, _ = gae(r, v, starts, lv, ld, 0.5, 0.0, truncation_values=trunc)
+    np.testing.assert_allclose(adv0.ravel(), [0.625, 3.75, 3.0])
+    # without the truncation value the episode counts as terminated at step 1
+    adv_t, _ = gae(r, v, starts, lv, ld, 0.5, 1.0)
+    np.testing.assert_allclose(adv_t.ravel(), [1 + 0.5 * 2 - 0.5, 2 - 0.25, 3.0])
+    rets = discounted_returns(r, starts, ld, 0.5, last_values=lv, truncation_values=trunc)
+    np.testing.assert_allclose(np.ravel(rets), [3.0, 4.0, 4.0])
 
 
 def test_gae_out_arrays_are_written():

@@ -2,8 +2,9 @@
 
 ``r_t = RC_t · Π_i p_t,i + T``: the route completion gained this step, in percent (the whole route
 holds 100), multiplied by soft penalty factors in [0, 1]; ``T = −1`` when the episode ends by a
-collision or a red light, 0 otherwise; hard infractions end the episode. The factors, as in the
-authors' release code (``shared/research/carl-driving.md`` §1.2), each switchable:
+collision or a red light, 0 for every other ending, off-road and timeouts included (paper §3: "We use
+T = 1 for collisions and red light infractions, and T = 0 for everything else"); hard infractions end
+the episode. The factors, as in the authors' release code, each switchable:
 
 - speeding: ``max(0, 1 − (v − v_limit) / speeding_tolerance)``, tolerance 2.23 m/s;
 - outside the route lanes: factor 0 on that step;
@@ -12,9 +13,12 @@ authors' release code (``shared/research/carl-driving.md`` §1.2), each switchab
 - comfort: ``1 − 0.5·k/6`` for k of 6 comfort metrics out of bounds (the env reports it);
 - lane centre: ``1 − clip(|d| / (w/2), 0, 1)`` (the env reports it).
 
-The wrapper reads the quantities the env reports in ``info`` (``envs.driving.objectives.CARL_KEYS``
-and the event keys ``speed``, ``speed_limit``, ``ttc_violation``, ``collision``, ``red_light``), so
-any env reporting them works unchanged: the built-in simulator, the highway-env and CARLA adapters.
+The wrapper reads the quantities the env reports in ``info`` (``envs.driving.objectives.CARL_KEYS``),
+so any env reporting them works unchanged: the built-in simulator, the highway-env and CARLA adapters.
+With the default parameters every factor and ``T`` are the env's own (``carl_*`` keys): the reward is the
+env's ``envs.driving.objectives.carl_reward_from_info``, one definition. A parameter that changes a term
+(``speeding_tolerance``, ``ttc_hold_steps``, ``terminal_penalty``) recomputes only that term, from
+``speed`` / ``speed_limit``, ``ttc_violation`` and the env's ``carl_terminal_penalty`` (which endings pay ``T``).
 The env's objective vector stays in ``info["vector_reward"]`` for per-objective logging.
 
 :class:`CaRLVecReward` is the same reward on a VecEnv (e.g. the batched simulator, ``scenario: route``),
@@ -38,15 +42,17 @@ FACTORS = ("speeding", "outside_lanes", "ttc", "comfort", "lane_center")
 class _CaRLTerms:
     """The parameters of CaRL's reward and its computation, for one env or a batch (arrays, one per env)."""
 
-    def _set_terms(self, speeding: bool, speeding_tolerance: float, outside_lanes: bool, ttc: bool, ttc_factor: float,
-                   ttc_hold_steps: int | None, comfort: bool, lane_center: bool, terminal_penalty: float) -> None:
-        if speeding_tolerance <= 0:
+    def _set_terms(self, speeding: bool, speeding_tolerance: float | None, outside_lanes: bool, ttc: bool,
+                   ttc_factor: float, ttc_hold_steps: int | None, comfort: bool, lane_center: bool,
+                   terminal_penalty: float) -> None:
+        if speeding_tolerance is not None and speeding_tolerance <= 0:
             raise ValueError(f"speeding_tolerance must be > 0, got {speeding_tolerance!r}")
         if not 0.0 <= ttc_factor <= 1.0:
             raise ValueError(f"ttc_factor must be in [0, 1], got {ttc_factor!r}")
         if ttc_hold_steps is not None and ttc_hold_steps < 1:
             raise ValueError(f"ttc_hold_steps must be >= 1 or None, got {ttc_hold_steps!r}")
-        self.speeding, self.speeding_tolerance = speeding, float(speeding_tolerance)
+        self.speeding = speeding
+        self.speeding_tolerance = None if speeding_tolerance is None else float(speeding_tolerance)
         self.outside_lanes, self.ttc, self.ttc_factor = outside_lanes, ttc, float(ttc_factor)
         self.ttc_hold_steps, self.comfort, self.lane_center = ttc_hold_steps, comfort, lane_center
         self.terminal_penalty = float(terminal_penalty)
@@ -59,17 +65,21 @@ class _CaRLTerms:
             raise KeyError(f"{type(self).__name__} needs info[{key!r}]: the env must report the CaRL quantities "
                            "(envs.driving.objectives.CARL_KEYS)") from None
 
-    def carl_terms(self, get: Callable[[str], np.ndarray], since_ttc: np.ndarray, ends_badly: np.ndarray):
+    def carl_terms(self, get: Callable[[str], np.ndarray], since_ttc: np.ndarray, ended: np.ndarray):
         """``(reward, factors, since_ttc)`` of one step.
 
         :param get: the step's quantity ``key`` as a float64 array (one entry per env, or 0-d)
         :param since_ttc: steps since each env's last TTC violation in this episode, -1 for none
-        :param ends_badly: whether the step ended the episode by a collision or a red light
+        :param ended: whether the step ended the episode (terminated, not truncated); it pays ``T`` where the
+            env's ``carl_terminal_penalty`` is non-zero (a collision or a red light)
         """
         one = np.ones_like(get("carl_route_completion_delta"))
         f = dict.fromkeys(FACTORS, one)
         if self.speeding:
-            f["speeding"] = 1.0 - np.clip((get("speed") - get("speed_limit")) / self.speeding_tolerance, 0.0, 1.0)
+            if self.speeding_tolerance is None:
+                f["speeding"] = get("carl_speeding_factor")
+            else:
+                f["speeding"] = 1.0 - np.clip((get("speed") - get("speed_limit")) / self.speeding_tolerance, 0.0, 1.0)
         if self.outside_lanes:
             f["outside_lanes"] = get("carl_outside_lanes_factor")
         if self.ttc:
@@ -84,7 +94,8 @@ class _CaRLTerms:
         if self.lane_center:
             f["lane_center"] = get("carl_lane_center_factor")
         product = f["speeding"] * f["outside_lanes"] * f["ttc"] * f["comfort"] * f["lane_center"]
-        reward = get("carl_route_completion_delta") * product + np.where(ends_badly, self.terminal_penalty, 0.0)
+        penalised = ended & (get("carl_terminal_penalty") != 0)
+        reward = get("carl_route_completion_delta") * product + np.where(penalised, self.terminal_penalty, 0.0)
         return reward, f, since_ttc
 
 
@@ -93,20 +104,22 @@ class CaRLReward(_CaRLTerms, gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     :param env: an env reporting the CaRL quantities in ``info``.
     :param speeding: apply the speeding factor.
-    :param speeding_tolerance: m/s over the limit at which the speeding factor reaches 0.
+    :param speeding_tolerance: m/s over the limit at which the speeding factor reaches 0; ``None`` (default)
+        uses the env's ``carl_speeding_factor`` (CaRL: 2.23 m/s).
     :param outside_lanes: apply the outside-route-lanes factor.
     :param ttc: apply the TTC factor.
     :param ttc_factor: the factor while a TTC violation is held.
     :param ttc_hold_steps: steps a violation is held; ``None`` uses the env's own held factor.
     :param comfort: apply the comfort factor.
     :param lane_center: apply the lane-centre factor.
-    :param terminal_penalty: ``T`` for an episode ended by a collision or a red light (CaRL: −1).
+    :param terminal_penalty: ``T`` for an episode ended where the env reports a non-zero
+        ``carl_terminal_penalty`` (a collision or a red light; CaRL: −1).
     :param terminate_on_hard: end the episode on a hard infraction (collision, off-road, red light).
     """
 
     scalar_reward = True  # gives SB3 a scalar, the vector stays in info (morl.agent_env.is_scalarised)
 
-    def __init__(self, env: gym.Env, speeding: bool = True, speeding_tolerance: float = 2.23,
+    def __init__(self, env: gym.Env, speeding: bool = True, speeding_tolerance: float | None = None,
                  outside_lanes: bool = True, ttc: bool = True, ttc_factor: float = 0.5,
                  ttc_hold_steps: int | None = None, comfort: bool = True, lane_center: bool = True,
                  terminal_penalty: float = -1.0, terminate_on_hard: bool = True):
@@ -131,9 +144,8 @@ class CaRLReward(_CaRLTerms, gym.Wrapper, gym.utils.RecordConstructorArgs):
         hard = bool(self._quantity(info, "carl_hard_infraction"))
         if hard and self.terminate_on_hard:
             terminated = True
-        ends_badly = terminated and (bool(info.get("collision", False)) or bool(info.get("red_light", False)))
         r, factors, self._since_ttc = self.carl_terms(lambda key: np.float64(self._quantity(info, key)), self._since_ttc,
-                                                      np.bool_(ends_badly))
+                                                      np.bool_(terminated))
         info["carl_factors"] = {k: float(v) for k, v in factors.items()}
         return obs, float(r), terminated, truncated, info
 
@@ -151,7 +163,7 @@ class CaRLVecReward(_CaRLTerms, VecEnvWrapper):
     :param speeding: and the other parameters: as :class:`CaRLReward`.
     """
 
-    def __init__(self, venv, speeding: bool = True, speeding_tolerance: float = 2.23, outside_lanes: bool = True,
+    def __init__(self, venv, speeding: bool = True, speeding_tolerance: float | None = None, outside_lanes: bool = True,
                  ttc: bool = True, ttc_factor: float = 0.5, ttc_hold_steps: int | None = None, comfort: bool = True,
                  lane_center: bool = True, terminal_penalty: float = -1.0):
         VecEnvWrapper.__init__(self, venv)
@@ -179,10 +191,9 @@ class CaRLVecReward(_CaRLTerms, VecEnvWrapper):
         if np.any(hard & ~dones):
             raise RuntimeError(f"CaRLVecReward: env {int(np.flatnonzero(hard & ~dones)[0])} reported a hard "
                                "infraction without ending its episode; the VecEnv must end episodes on hard infractions")
-        ends_badly = np.zeros(self.num_envs, dtype=bool)
+        ended = np.zeros(self.num_envs, dtype=bool)
         for i in np.flatnonzero(dones):
-            terminated = not infos[i].get("TimeLimit.truncated", False)
-            ends_badly[i] = terminated and (bool(infos[i].get("collision", False)) or bool(infos[i].get("red_light", False)))
-        reward, _, self._since_ttc = self.carl_terms(get, self._since_ttc, ends_badly)
+            ended[i] = not infos[i].get("TimeLimit.truncated", False)
+        reward, _, self._since_ttc = self.carl_terms(get, self._since_ttc, ended)
         self._since_ttc[dones] = -1  # the next step starts a new episode
         return obs, reward.astype(np.float32), dones, infos

@@ -6,7 +6,7 @@ credit; the paper's estimator (the "SubPO gradient", Sec. 4 of arXiv 2307.13372)
 
     grad J = E_tau[ sum_i grad log pi(a_i | x_i) * ( sum_{j >= i} F(s_{j+1} | tau_{0:j}) - b(tau_{0:i}) ) ]
 
-``credit="reward_to_go"`` implements it with a leave-one-out batch-mean baseline per time step.
+``credit="reward_to_go"`` implements it with a leave-one-out batch-mean baseline per step of the episode.
 ``credit="greedy_repo"`` matches the authors' released tabular code, which weights each log-prob by
 the cumulative ``F(tau_{0:t+1})`` (no baseline): in expectation only the immediate marginal gain of
 each action counts. ``ModPO`` is the same algorithm on the modular (additive) reward ``F({s_{t+1}})``.
@@ -57,12 +57,24 @@ def cumulative_return(rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
     return out
 
 
-def loo_baseline(returns: np.ndarray) -> np.ndarray:
-    """Leave-one-out mean over the batch at each time step: unbiased, since it ignores the sample's own return."""
-    b = returns.shape[1]
-    if b < 2:
-        return np.zeros_like(returns)
-    return (returns.sum(axis=1, keepdims=True) - returns) / (b - 1)
+def loo_baseline(returns: np.ndarray, episode_t: np.ndarray) -> np.ndarray:
+    """Leave-one-out mean at each episode time step: the baseline of a sample at step ``k`` of its episode is the
+    mean return-to-go of the rollout's other samples at step ``k`` of theirs (0 where it has none). It ignores the
+    sample's own episode, so it is unbiased; keying by the episode's step, not the rollout's row, keeps that true
+    when episodes end at different rows (early terminations, ``n_steps`` not the horizon).
+
+    :param returns: ``(T, B)`` returns-to-go.
+    :param episode_t: ``(T, B)`` integer step of each sample within its episode (0 at an episode's first step).
+    """
+    keys = np.asarray(episode_t, dtype=np.int64).ravel()
+    if keys.shape != (returns.size,) or (keys < 0).any():
+        raise ValueError(f"episode_t must be non-negative steps of the shape of returns {returns.shape}, "
+                         f"got {np.shape(episode_t)}")
+    sums = np.bincount(keys, weights=returns.ravel().astype(np.float64))
+    counts = np.bincount(keys)
+    others = counts[keys] - 1
+    base = np.where(others > 0, (sums[keys] - returns.ravel()) / np.maximum(others, 1), 0.0)
+    return base.reshape(returns.shape)
 
 
 class SubPO(BaseAlgorithm):
@@ -147,9 +159,10 @@ class SubPO(BaseAlgorithm):
         """Run ``n_steps`` steps in every env with the current policy; ``None`` if a callback stopped."""
         env = self.env
         # step variables carry SB3's names (new_obs, rewards, dones, infos): callbacks read them from locals()
-        obs_buf, act_buf, rew_buf, done_buf, finals = [], [], [], [], []
+        obs_buf, act_buf, rew_buf, done_buf, finals, step_buf = [], [], [], [], [], []
         callback.on_rollout_start()
         for _ in range(self.n_steps):
+            step_buf.append(self._episode_t.copy())
             with th.no_grad():
                 obs_t = self._obs_tensor(self._last_obs)
                 actions = self.policy.distribution(obs_t).sample().cpu().numpy()
@@ -170,12 +183,14 @@ class SubPO(BaseAlgorithm):
                     self.ep_info_buffer.extend([info["episode"]])
             self._last_obs = new_obs
             self._last_episode_starts = dones
+            self._episode_t = np.where(dones, 0, self._episode_t + 1)
             callback.update_locals(locals())
             if not callback.on_step():
                 return None
         callback.on_rollout_end()
         return {"obs": obs_buf, "actions": np.stack(act_buf), "rewards": np.stack(rew_buf),
-                "dones": np.stack(done_buf), "final_F": np.array(finals, dtype=np.float64)}
+                "dones": np.stack(done_buf), "final_F": np.array(finals, dtype=np.float64),
+                "episode_t": np.stack(step_buf)}
 
     def _weights(self, rollout) -> np.ndarray:
         r, d = rollout["rewards"], rollout["dones"]
@@ -185,7 +200,7 @@ class SubPO(BaseAlgorithm):
             return cumulative_return(r, d)
         g = reward_to_go(r, d)  # SubPO gradient: sum_{j >= i} F(s_{j+1} | tau_{0:j})
         if self.baseline == "batch_mean":
-            g = g - loo_baseline(g)
+            g = g - loo_baseline(g, rollout["episode_t"])
         return g
 
     def train_on_rollout(self, rollout) -> dict[str, float]:
@@ -223,6 +238,8 @@ class SubPO(BaseAlgorithm):
         """Train for ``total_timesteps`` env steps (counted over all envs), SB3 style."""
         total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name,
                                                       progress_bar)
+        if reset_num_timesteps or getattr(self, "_episode_t", None) is None:  # _setup_learn reset the envs
+            self._episode_t = np.zeros(self.env.num_envs, dtype=np.int64)
         callback.on_training_start(locals(), globals())
         iteration = 0
         while self.num_timesteps < total_timesteps:
@@ -258,7 +275,7 @@ class SubPO(BaseAlgorithm):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "last_F"]
+        return [*super()._excluded_save_params(), "last_F", "_episode_t"]
 
     def _get_torch_save_params(self):
         return ["policy", "policy.optimizer"], []

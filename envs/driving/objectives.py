@@ -36,7 +36,7 @@ The scaling constants are kept in a float64 array (:func:`make_scales` with keyw
 ``S_*``) so that kernels receive them as one argument.
 
 **CaRL quantities** (Jaeger et al. 2025, "CaRL: Learning Scalable Planning Policies with Simple
-Rewards", arXiv 2504.17838, §3; thresholds of its release code, see ``/work/shared/research/carl-driving.md``):
+Rewards", arXiv 2504.17838, §3; thresholds of the authors' release code):
 the CaRL reward is ``r_t = RC_t * prod_i p_t,i + T`` with ``RC_t`` the route completion gained this step in
 percent, the soft factors ``p`` below, and ``T = -1`` when the episode ends by a collision (or red light).
 :func:`carl_reward` computes it from the ``info`` quantities (:data:`CARL_KEYS`), so the CaRL agent needs no change to
@@ -91,7 +91,7 @@ OBJECTIVES: tuple[str, ...] = ("safety", "rules", "progress", "comfort")
 #: Default precedence, parsed with :meth:`morl.preorder.Preorder.parse`.
 DEFAULT_PREORDER: str = "safety > rules > progress > comfort"
 
-#: Event keys of ``info`` (DESIGN.md "Safety events") and what they hold, all per step:
+#: Event keys of ``info`` (the same for every driving backend) and what they hold, all per step:
 #: ``collision`` (bool) the ego's box overlaps another vehicle's; ``off_road`` (bool) the ego's box left
 #: the drivable area; ``red_light`` (bool) ran a red light (always False where there are no lights);
 #: ``speeding`` (bool) speed above the limit; ``success`` (bool) the route was completed;

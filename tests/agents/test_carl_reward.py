@@ -7,7 +7,7 @@ from agents.carl import CaRLReward, CaRLVecReward
 from envs.driving import DrivingEnv, make_vec
 
 BASE = {"speed": 10.0, "speed_limit": 12.0, "ttc_violation": False, "collision": False, "red_light": False,
-        "off_road": False, "carl_route_completion_delta": 2.0, "carl_outside_lanes_factor": 1.0,
+        "off_road": False, "carl_route_completion_delta": 2.0, "carl_speeding_factor": 1.0, "carl_outside_lanes_factor": 1.0,
         "carl_ttc_factor": 1.0, "carl_comfort_factor": 1.0, "carl_lane_center_factor": 1.0,
         "carl_hard_infraction": 0.0, "carl_terminal_penalty": 0.0}
 
@@ -50,10 +50,12 @@ def test_no_penalty_pays_route_completion_and_keeps_vector():
 
 
 def test_soft_factors_multiply():
-    r, _, info = rewards([{"speed": 13.115, "carl_comfort_factor": 0.75, "carl_lane_center_factor": 0.5}])
-    # speeding factor 1 - (13.115 - 12) / 2.23 = 0.5
-    assert r[0] == pytest.approx(2.0 * 0.5 * 0.75 * 0.5)
+    r, _, info = rewards([{"carl_speeding_factor": 0.5, "carl_comfort_factor": 0.75, "carl_lane_center_factor": 0.5}])
+    assert r[0] == pytest.approx(2.0 * 0.5 * 0.75 * 0.5)  # the env's factors
     assert info["carl_factors"]["speeding"] == pytest.approx(0.5)
+    # a tolerance of its own: the factor from the speed, 1 - (13.115 - 12) / 2.23 = 0.5
+    r, _, info = rewards([{"speed": 13.115, "carl_speeding_factor": 1.0}], speeding_tolerance=2.23)
+    assert r[0] == pytest.approx(2.0 * 0.5) and info["carl_factors"]["speeding"] == pytest.approx(0.5)
     r, _, _ = rewards([{"carl_outside_lanes_factor": 0.0}])
     assert r == [0.0]
     # switched off, a factor no longer applies
@@ -70,12 +72,43 @@ def test_ttc_penalty_is_held_for_the_given_steps():
 
 
 def test_hard_infractions_terminate_with_penalty_only_for_collision_and_red_light():
-    r, term, _ = rewards([{}, {"collision": True, "carl_hard_infraction": 1.0}, {}])
+    r, term, _ = rewards([{}, {"collision": True, "carl_hard_infraction": 1.0, "carl_terminal_penalty": -1.0}, {}])
     assert term and r == [2.0, 2.0 - 1.0]
-    r, term, _ = rewards([{"red_light": True, "carl_hard_infraction": 1.0}])
+    r, term, _ = rewards([{"red_light": True, "carl_hard_infraction": 1.0, "carl_terminal_penalty": -1.0}])
     assert term and r == [1.0]
     r, term, _ = rewards([{"off_road": True, "carl_hard_infraction": 1.0}])
     assert term and r == [2.0]  # off-road ends the episode with T = 0
+
+
+def test_a_hand_computed_episode_takes_t_from_the_env():
+    # RC 2 % a step; step 2 speeds (env factor 0.5) with a TTC violation (env factor 0.5); step 3 ends by a
+    # collision the env penalises (T = -1) and reports no event key of its own: r = 2 * 0.25, then 2 - 1.
+    script = [{}, {"carl_speeding_factor": 0.5, "carl_ttc_factor": 0.5},
+              {"carl_hard_infraction": 1.0, "carl_terminal_penalty": -1.0}]
+    r, term, _ = rewards(script)
+    assert term and r == [2.0, 0.5, 1.0]
+    r, _, _ = rewards(script, terminal_penalty=-10.0)  # T's size is the wrapper's
+    assert r == [2.0, 0.5, -8.0]
+    # a collision the env does not penalise (T = 0 reported): no T
+    r, term, _ = rewards([{"collision": True, "carl_hard_infraction": 1.0, "carl_terminal_penalty": 0.0}])
+    assert term and r == [2.0]
+
+
+def test_default_reward_is_the_envs_carl_reward_on_the_simulator():
+    from envs.driving.objectives import carl_reward_from_info
+
+    env = CaRLReward(DrivingEnv("route", action_type="continuous"))
+    env.reset(seed=3)
+    rng = np.random.default_rng(1)
+    seen_t = 0
+    for _ in range(400):
+        _, r, term, trunc, info = env.step(rng.uniform(-1, 1, 2).astype(np.float32))
+        expected = carl_reward_from_info(info) if term else carl_reward_from_info({**info, "carl_terminal_penalty": 0.0})
+        assert r == pytest.approx(expected, abs=1e-9)
+        seen_t += info["carl_terminal_penalty"] != 0
+        if term or trunc:
+            env.reset()
+    assert seen_t > 0  # episodes ended by a collision or a red light inside the window
 
 
 def test_missing_quantity_and_bad_parameters_are_named():

@@ -40,8 +40,29 @@ def test_credit_terms_against_loops():
             start = max([e + 1 for e in ends if e < t], default=0)
             assert np.isclose(g[t, b], r[t:end + 1, b].sum())
             assert np.isclose(c[t, b], r[start:t + 1, b].sum())
-    base = loo_baseline(g)
-    assert np.allclose(base[:, 0], g[:, 1:].mean(axis=1))  # leave-one-out: ignores the sample itself
+    # Env 1 restarts at row 3: its rows 3..5 are steps 0..2 of a new episode, beside the others' steps 3..5.
+    steps = np.tile(np.arange(6)[:, None], (1, 4))
+    steps[3:, 1] = np.arange(3)
+    base = loo_baseline(g, steps)
+    for t in range(6):
+        for b in range(4):  # the other samples at the same step of their episodes, the sample itself left out
+            others = [g[u, c] for u in range(6) for c in range(4) if steps[u, c] == steps[t, b] and (u, c) != (t, b)]
+            assert np.isclose(base[t, b], np.mean(others) if others else 0.0)
+    assert not np.allclose(base[3:, 0], g[3:, 1:].mean(axis=1))  # not the mean of the rollout's row
+
+
+def test_rollout_records_each_samples_step_within_its_episode():
+    from stable_baselines3.common.callbacks import CallbackList
+
+    model = SubPO("MultiInputPolicy", _env(n=2, horizon=5), n_steps=8, seed=0)  # episodes cross the rollout's rows
+    model.learn(16)  # one rollout of 8 steps: the next starts at step 3 of the envs' episodes
+    callback = CallbackList([])
+    callback.init_callback(model)
+    rollout = model.collect_rollout(callback)
+    expected = np.array([[(3 + t) % 5] * 2 for t in range(8)])
+    assert np.array_equal(rollout["episode_t"], expected)
+    g = reward_to_go(rollout["rewards"], rollout["dones"])
+    assert np.allclose(model._weights(rollout), g - loo_baseline(g, expected))
 
 
 @pytest.mark.parametrize("credit", ["reward_to_go", "greedy_repo"])
@@ -55,7 +76,7 @@ def test_gradient_step_follows_weights(credit):
     obs = env.reset()
     obs_t = model._obs_tensor(obs)
     rollout = {"obs": [obs_t], "actions": np.array([[1, 0]]), "rewards": np.array([[2.0, 0.0]]),
-               "dones": np.ones((1, 2)), "final_F": np.array([6.0, 4.0])}
+               "dones": np.ones((1, 2)), "final_F": np.array([6.0, 4.0]), "episode_t": np.zeros((1, 2), dtype=int)}
     before = model.policy.distribution(obs_t).log_prob(th.tensor([1, 0])).detach()
     model.train_on_rollout(rollout)
     after = model.policy.distribution(obs_t).log_prob(th.tensor([1, 0])).detach()
@@ -68,8 +89,25 @@ def test_gradient_step_follows_weights(credit):
 def test_policy_features_shapes(features):
     env = _env(n=3)
     pol = SubPOPolicy(env.observation_space, env.action_space, lambda _: 1e-3, features=features)
-    x = pol.featurize({k: th.as_tensor(v) for k, v in env.reset().items()})
+    obs = env.reset()
+    for _ in range(2):  # two steps in: t = 2 and some cells visited
+        obs, _, _, _ = env.step(np.array([1, 2, 3]))
+    x = pol.featurize({k: th.as_tensor(v) for k, v in obs.items()})
     assert x.shape == (3, {"visited": 73, "markov": 37, "repo": 2}[features])
+    # the values, built here from the observation's definition: one-hot cell, t / horizon, visited bitmap
+    n = 36
+    for i in range(3):
+        cell, t = int(obs["cell"][i]), float(np.ravel(obs["t"][i])[0])
+        if features == "repo":
+            assert x[i].tolist() == [float(cell), t]
+            continue
+        onehot = np.zeros(n)
+        onehot[cell] = 1.0
+        expected = [*onehot, t / 8]
+        if features == "visited":
+            expected += list(np.ravel(obs["visited"][i]).astype(float))
+        assert np.allclose(x[i].numpy(), expected)
+    assert float(np.ravel(obs["t"][0])[0]) == 2.0
     with pytest.raises(ValueError, match="unknown features"):
         SubPOPolicy(env.observation_space, env.action_space, lambda _: 1e-3, features="image")
 
