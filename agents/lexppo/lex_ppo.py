@@ -1,17 +1,17 @@
 """LexPPO: PPO that follows a preorder over objectives, with one critic per objective.
 
 Lexicographic PPO (LPPO) of Skalse, Hammond, Griffin and Abate, "Lexicographic Multi-Objective
-Reinforcement Learning" (IJCAI 2022, arXiv 2212.13769, §4, policy-based algorithms), generalised from a
+Reinforcement Learning" (IJCAI 2022, arXiv 2212.13769; its policy-based algorithms LPPO / LA2C), generalised from a
 total order to a :class:`~morl.preorder.Preorder` (ties and incomparable objectives).
 
-**The problem (paper §4).** With ``K_k(θ)`` the value of objective k under the policy π_θ, objective i
+**The problem.** With ``K_k(θ)`` the value of objective k under the policy π_θ, objective i
 is maximised subject to the objectives above it staying within a slack of what they can reach::
 
     max_θ K_i(θ)   subject to   K_j(θ) ≥ k_j − ε_j   for every j strictly above i          (P_i)
 
 and the Lagrangian of (P_i) is ``L_i(θ, λ) = K_i(θ) + Σ_{j ≻ i} λ_j (K_j(θ) − k_j + ε_j)``, λ ≥ 0.
 
-**The update implemented: the Lagrangian form, all stages at once (paper §4, multi-timescale).**
+**The update implemented: the paper's Lagrangian form, all stages at once (multi-timescale).**
 The paper solves the stages simultaneously: θ ascends ``Σ_i β_i L_i`` and each multiplier descends its
 Lagrangian, on a slower timescale. With one multiplier per constrained objective,
 ``∇_θ Σ_i β_i L_i = Σ_k c_k ∇_θ K_k`` with::
@@ -19,7 +19,8 @@ Lagrangian, on a slower timescale. With one multiplier per constrained objective
     c_k = β_k + λ_k · Σ_{i : k ≻ i} β_i                                                      (1)
     λ_k ← clip(λ_k + η · (k̂_k − ε_k − Ĵ_k) / σ_k, 0, λ_max)        once per rollout          (2)
 
-(1) is the weight the authors' LPPO puts on each objective's advantage; (2) is projected dual ascent on
+(1) is the weight the authors' implementation of LPPO puts on each objective's advantage (there with
+β_k decreasing down the order); (2) is projected dual ascent on
 the constraint of (P_i). The policy step is PPO's clipped surrogate (Schulman et al. 2017, eq. 7) on the
 combined advantage ``Â = Σ_k c_k Â_k / Σ_k c_k`` of the per-objective GAE advantages ``Â_k`` (each
 normalised over the minibatch when ``normalize_advantage``), so with one objective it is PPO's update.
@@ -32,8 +33,9 @@ The critic is fitted per objective (the mean of the per-objective squared errors
   (at least 1e-6), which makes η free of the objective's units.
 - ``k̂_k`` (the paper's ``k_j``, the best attainable value) is a fixed ``references[k]`` when given (a
   threshold, as in thresholded lexicographic RL), else the running best of an exponential average of
-  ``Ĵ_k`` (``reference_decay``); while any objective above k violates its constraint the running best is
-  reset to the current average, because ``k_j`` is the best *subject to the constraints above*. The
+  ``Ĵ_k`` (``reference_decay``); while any objective above k violates its constraint, or its reference
+  rose (a stricter constraint), the running best of k is reset to the current average, because ``k_j``
+  is the best *subject to the constraints above*. The
   running best is what the policy has reached, not what it could reach: with equal weights β a top
   objective is held near its best so far, and driven further only by its own advantage. Where the best
   is known (no safety cost: 0), give it as a reference.
@@ -51,7 +53,7 @@ The critic is fitted per objective (the mean of the per-objective squared errors
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -256,14 +258,17 @@ class LexPPO(PPO):
         tau = self.reference_decay
         self._average = np.where(first, j_hat, tau * self._average + (1.0 - tau) * j_hat)
         violated = np.zeros(self.preorder.m, dtype=bool)
-        for level in self.preorder.levels:  # higher objectives first: their violations reset the ones below
+        tightened = np.zeros(self.preorder.m, dtype=bool)  # the reference rose: a stricter constraint below it
+        for level in self.preorder.levels:  # higher objectives first: they reset the references below them
             for k in map(self.preorder.index, level):
+                old = self.reference[k]
                 if not np.isnan(self._fixed_reference[k]):
                     self.reference[k] = self._fixed_reference[k]
-                elif np.isnan(self.reference[k]) or (self._above[:, k] & violated).any():
+                elif np.isnan(old) or (self._above[:, k] & (violated | tightened)).any():
                     self.reference[k] = self._average[k]
                 else:
-                    self.reference[k] = max(self.reference[k], self._average[k])
+                    self.reference[k] = max(old, self._average[k])
+                tightened[k] = not np.isnan(old) and self.reference[k] > old
                 eps = self._slack[k] * (abs(self.reference[k]) if self._relative[k] else 1.0)
                 gap = self.reference[k] - eps - j_hat[k]
                 violated[k] = gap > 0

@@ -134,6 +134,27 @@ def test_lexppo_keeps_the_top_objective_within_its_slack_where_scalarised_ppo_sa
     assert _expected(lex, TRADE_OFF["fast"]) > 0.2  # and it spends the slack on the objective below
 
 
+def test_multipliers_and_references_follow_eq_2():
+    model = _quiet(LexPPO("MlpPolicy", _vector_env(TRADE_OFF, "safe > fast", 2), slacks={"safe": 0.1},
+                          slack_kind="absolute", multiplier_lr=1.0, reference_decay=0.0, **PPO_KW))
+    rewards = model.rollout_buffer.vector_rewards  # (16, 2, 2); the safe column alternates mean -+ 0.1
+
+    def rollout(safe_mean, fast_mean):
+        rewards[..., 0] = safe_mean + 0.1 * np.where(np.arange(16)[:, None] % 2 == 0, 1.0, -1.0)
+        rewards[..., 1] = fast_mean
+        model._update_multipliers()
+        return model.reference.round(6).tolist(), round(float(model.multipliers[0]), 6)
+
+    # first rollout: the references are the averages; safe -0.2 is within 0.1 of itself
+    assert rollout(-0.2, 1.0) == ([-0.2, 1.0], 0.0)
+    # safe falls to -0.5: gap (-0.2 - 0.1) - (-0.5) = 0.2 in units of its spread 0.1; fast's best is re-measured
+    assert rollout(-0.5, 0.5) == ([-0.2, 0.5], 2.0)
+    # safe reaches a new best 0.0 (a stricter constraint): lambda 2 + (0 - 0.1 - 0) / 0.1; fast re-measured again
+    assert rollout(0.0, 0.3) == ([0.0, 0.3], 1.0)
+    # nothing above fast changes: fast keeps its running best
+    assert rollout(0.0, 0.1) == ([0.0, 0.3], 0.0)
+
+
 def _permuted(model, perm):
     """A copy of ``model``'s parameters for the objectives in the order ``perm``: the critic rows follow."""
     state = {k: v.clone() for k, v in model.policy.state_dict().items()}
