@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["agent_env", "is_scalarised"]
+__all__ = ["FitsVectorEnvOnLoad", "agent_env", "is_scalarised"]
 
 
 def is_scalarised(env: gym.Env) -> bool:
@@ -100,3 +100,19 @@ def agent_env(env, agent: str, weights_needed: bool, episode_statistics: bool = 
         weights = [1.0] * len(objectives)
     env = Scalarize(env, weights)
     return MOEpisodeStatistics(env) if episode_statistics else env
+
+
+class FitsVectorEnvOnLoad:
+    """Mixin for SB3 agents: ``Agent.load(path, env=...)`` fits a vector-reward Gymnasium env as the constructor
+    does (:func:`agent_env`), before SB3 wraps it in a ``DummyVecEnv``.
+
+    The agent class says whether it trains on the scalar with ``trains_on_scalar_reward`` (default True).
+    """
+
+    @classmethod
+    def load(cls, path, env=None, **kwargs):
+        from stable_baselines3.common.vec_env import VecEnv
+
+        if env is not None and not isinstance(env, VecEnv):
+            env = agent_env(env, cls.__name__, weights_needed=getattr(cls, "trains_on_scalar_reward", True))
+        return super().load(path, env=env, **kwargs)

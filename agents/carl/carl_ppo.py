@@ -28,7 +28,7 @@ from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticP
 from stable_baselines3.common.utils import explained_variance
 
 from agents.carl.policies import BetaPolicy
-from morl.agent_env import agent_env
+from morl.agent_env import FitsVectorEnvOnLoad, agent_env
 from morl.evaluate import with_objective_logger
 from morl.buffers import (
     DeviceRolloutBuffer,
@@ -66,7 +66,7 @@ class linear_schedule:  # noqa: N801 (a picklable callable used like a function)
         return f"linear_schedule({self.initial})"
 
 
-class CaRLPPO(PPO):
+class CaRLPPO(FitsVectorEnvOnLoad, PPO):
     """PPO with CaRL's defaults and a Beta policy for ``Box`` actions.
 
     :param policy: ``"BetaPolicy"`` (default for ``Box`` actions) or any SB3 PPO policy alias/class;

@@ -32,7 +32,7 @@ from stable_baselines3.common.utils import (
 
 from agents.iqn.losses import quantile_huber_loss
 from agents.iqn.policies import CnnPolicy, IQNPolicy, MlpPolicy, MultiInputPolicy
-from morl.agent_env import agent_env
+from morl.agent_env import FitsVectorEnvOnLoad, agent_env
 from morl.buffers import DeviceReplayBuffer, update_info_buffer_at_ends
 from morl.evaluate import with_objective_logger
 
@@ -49,7 +49,7 @@ def _fused_adam_supported(device: th.device) -> bool:
     return th.device(device).type == "cpu" and (major, minor) >= (2, 4)
 
 
-class IQN(OffPolicyAlgorithm):
+class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
     """Implicit Quantile Network agent on a scalar reward.
 
     Training step (IQN paper, Sec. 3 and the loss under Eq. 3): draw ``tau_i ~ U(0,1)``, ``i = 1..N``

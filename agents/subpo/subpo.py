@@ -29,7 +29,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 
 from agents.subpo.policies import SubPOPolicy
-from morl.agent_env import agent_env
+from morl.agent_env import FitsVectorEnvOnLoad, agent_env
 
 __all__ = ["SubPO", "ModPO", "CREDITS"]
 
@@ -77,7 +77,7 @@ def loo_baseline(returns: np.ndarray, episode_t: np.ndarray) -> np.ndarray:
     return base.reshape(returns.shape)
 
 
-class SubPO(BaseAlgorithm):
+class SubPO(FitsVectorEnvOnLoad, BaseAlgorithm):
     """Submodular policy optimisation.
 
     :param policy: ``"MultiInputPolicy"`` (dict observations of the grid worlds), ``"MlpPolicy"`` (Box

@@ -33,6 +33,7 @@ class SafeOrFast(gym.Env):
 
     objectives = ("safety", "progress")
     preorder = Preorder.parse("safety > progress")
+    reward_weights = (1.0, 1.0)  # the scalar the weighted-sum IQN trains on
     REWARDS = np.array([[0.0, 0.5], [-0.3, 1.0], [0.0, 0.0]], dtype=np.float32)
 
     def __init__(self, horizon: int = 4):

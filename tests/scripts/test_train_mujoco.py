@@ -3,18 +3,19 @@ import csv
 
 def test_train_mujoco_runs_every_method_end_to_end(tmp_path, load_script):
     out = tmp_path / "mj"
-    assert load_script("train_mujoco").main(["--seeds", "1", "--timesteps", "600", "--episodes", "1", "--out", str(out),
-                               "--methods", "gate", "qdiqn", "--set", "env.kwargs.max_episode_steps=50"]) == 0
+    # QDIQN's config starts learning at 5,000 steps: the budget passes it (the gate and LexPPO: the quick test)
+    assert load_script("train_mujoco").main(["--seeds", "1", "--timesteps", "5200", "--episodes", "1", "--out", str(out),
+                               "--methods", "qdiqn", "--set", "env.kwargs.max_episode_steps=50"]) == 0
     with open(out / "runs.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == ["PPO (preorder gate)", "QDIQN (preordered)", "PPO (scalarised)"]
+    assert [r["method"] for r in rows] == ["QDIQN (preordered)", "PPO (scalarised)"]
     for r in rows:
         assert 0.0 <= float(r["cost_rate"]) <= 1.0
     table = (out / "table.md").read_text()
-    assert "PPO (preorder gate): cost rate / scalarised" in table and "QDIQN (preordered): cost rate" in table
+    assert "QDIQN (preordered): cost rate" in table
     assert (out / "cost_vs_return.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # every sweep wrote real runs through the experiment layer
-    assert len(list(out.rglob("model.zip"))) == 3
+    assert len(list(out.rglob("model.zip"))) == 2
 
 
 def test_train_mujoco_quick_runs_lexppo_gate_and_scalarised_with_the_same_budget(tmp_path, load_script):
