@@ -65,7 +65,7 @@ def train_agent(config: str, overrides, out: Path) -> Path:
     from morl import experiment
     from morl.config import load_config
 
-    cfg = load_config(config, ["env.scenario=highway", *overrides])
+    cfg = load_config(config, ["env.scenario=highway", *overrides])  # overrides may switch to morl/Highway-v0
     return experiment.train(cfg, run_dir=out / "train", source=config, evaluate_after=False)
 
 
@@ -74,17 +74,19 @@ def load_agent(run_dir: Path):
     from morl import experiment, registry
 
     cfg = experiment.load_run_config(run_dir)
-    if cfg.env.scenario != "highway":
-        raise ValueError(f"run {run_dir} was trained in scenario {cfg.env.scenario!r}; transfer needs 'highway'")
+    if cfg.env.scenario != "highway" and cfg.env.id != "morl/Highway-v0":
+        raise ValueError(f"run {run_dir} was trained on {cfg.env.scenario or cfg.env.id!r}; transfer needs the "
+                         "built-in 'highway' scenario (env.scenario or morl/Highway-v0)")
     model = registry.resolve_agent(cfg.agent.name).load(Path(run_dir) / "model.zip", device="cpu")
     return model, cfg
 
 
 # ----------------------------------------------------------------------------- backends
-def builtin_env(cfg):
+def builtin_env(cfg, **kwargs):
+    """The built-in highway scenario with the run's action type (and ``kwargs``), not its per-env variations."""
     from envs.driving.env import DrivingEnv
 
-    return DrivingEnv("highway", **dict(cfg.env.kwargs or {}))
+    return DrivingEnv("highway", action_type=dict(cfg.env.kwargs or {}).get("action_type", "discrete"), **kwargs)
 
 
 def task(cfg) -> dict:
@@ -288,10 +290,7 @@ def main(argv=None) -> int:
                 continue  # highway-env's IDM ego exists only there
             t1 = time.perf_counter()
             if target is None:
-                env = builtin_env(cfg)
-                if args.quick:
-                    env = builtin_env(cfg.model_copy(update={"env": cfg.env.model_copy(
-                        update={"kwargs": {**dict(cfg.env.kwargs or {}), "length": 60.0, "max_steps": 15}})}))
+                env = builtin_env(cfg, **({"length": 60.0, "max_steps": 15} if args.quick else {}))
             else:
                 env = highway_env(target, density, spec)
             m = summarise(run_episodes(env, policy, args.episodes, args.seed, model))

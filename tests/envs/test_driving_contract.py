@@ -261,3 +261,17 @@ def test_run_carla_drives_a_model_trained_in_the_builtin_simulator(fake_carla, t
     assert fake_carla.SERVER.ticks > 5 and fake_carla.SERVER.actors == {}
     with pytest.raises(FileNotFoundError, match="missing.zip"):
         script.main(["--policy", str(tiny_run / "missing.zip")])
+
+
+def test_observation_module_doctest_and_bad_input():
+    import doctest
+
+    from envs.driving import observation
+
+    assert doctest.testmod(observation).failed == 0
+    with pytest.raises(ValueError, match="neighbours contain NaN"):
+        observation.build_observation(observation.EgoScene(), [[np.nan, 0, 0, 0]])
+    with pytest.raises(ValueError, match="curvature must hold 3"):
+        observation.build_observation(observation.EgoScene(curvature=(0.0,)))
+    with pytest.raises(ValueError, match="k_vehicles"):
+        observation.build_observation(observation.EgoScene(), k_vehicles=-1)
