@@ -406,6 +406,9 @@ def resume(run_dir, overrides=(), callbacks=(), evaluate_after: bool = True) -> 
     objectives = check_config(cfg, source)
     for stale in (run_dir / "checkpoints").glob("*.tmp"):  # a write cut short by a crash
         stale.unlink(missing_ok=True)
+    for orphan in (run_dir / "checkpoints").glob("buffer_*.pkl"):  # written by a save the crash cut short
+        if orphan.name != state.get("buffer"):
+            orphan.unlink(missing_ok=True)
     venv = make_vec_env(cfg, cfg.train.n_envs, seed=None)
     model = None
     try:

@@ -1,6 +1,6 @@
 """CaRL PPO: large-minibatch PPO with a Beta policy (Jaeger et al. 2025, arXiv 2504.17838).
 
-Defaults are the authors' "Atari-style" settings (``shared/research/carl-driving.md`` §2.1):
+Defaults are the authors' "Atari-style" settings:
 learning rate 2.5e-4 decayed linearly to 0, γ 0.99, λ 0.95, clip 0.1 with value clipping, entropy
 0.01, value 0.5, gradient norm 0.5, 3 epochs, normalised advantages, Adam ε 1e-5, and a Beta policy
 whose evaluation acts on the mean.
