@@ -21,6 +21,13 @@ Example::
     python scripts/transfer_driving.py --config configs/driving_iqn.yaml --set train.total_timesteps=100000 \\
         --out runs/transfer --episodes 50 --targets highway-fast-v0 highway-v0 --densities 1 1.5
 
+Training on the Gymnasium env instead of the batched one allows per-env variations, e.g. 3 or 4 lanes (a
+policy trained on the 4-lane road alone meets denser traffic on highway-fast-v0's 3 lanes)::
+
+    python scripts/transfer_driving.py --set env.scenario=null --set env.id=morl/Highway-v0 \
+        --set 'env.kwargs.per_env={lanes: [3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4]}' \
+        --set train.total_timesteps=200000 --out runs/transfer_dr
+
 ``--quick`` runs every stage at a tiny budget (the test suite runs it).
 """
 
