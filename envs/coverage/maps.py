@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from morl.assets import asset_path
+
 __all__ = [
     "ACTIONS",
     "GridMap",
@@ -32,7 +34,7 @@ __all__ = [
 #: (d_row, d_col) of each action: stay, right, down, left, up (authors' order).
 ACTIONS = np.array([[0, 0], [0, 1], [1, 0], [0, -1], [-1, 0]], dtype=np.int64)
 
-ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "coverage"
+ASSETS_DIR = asset_path("coverage")
 
 LAYOUTS = ("open", "two_rooms")
 

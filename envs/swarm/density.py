@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from morl.assets import asset_path
+
 __all__ = ["ReferenceDensity", "gmm_density", "random_gmm_density", "image_density", "load_density_image",
            "make_density", "ASSET_DIR", "write_asset_images", "DEMO_GMM"]
 
 #: ``assets/densities`` at the project root.
-ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "densities"
+ASSET_DIR = asset_path("densities")
 
 #: The fixed four-component mixture of the ``"gmm"`` density, in units of the domain side.
 DEMO_GMM = {
