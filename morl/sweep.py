@@ -335,6 +335,7 @@ def summarize(sweep_dir, specs: list[dict], preorder=None, reps: int = 2000) -> 
             row.update({k: agg["value"], f"{k} lo": agg["lo"], f"{k} hi": agg["hi"]})
         group_rows.append(row)
     _write_csv(sweep_dir / "summary_groups.csv", group_rows)
+    _summarize_periodic(sweep_dir, specs, reps)
     if preorder is not None and len(evals) > 1:
         comparisons = []
         for ga, gb in itertools.combinations(evals, 2):
@@ -348,6 +349,70 @@ def summarize(sweep_dir, specs: list[dict], preorder=None, reps: int = 2000) -> 
         (sweep_dir / "comparison.json").write_text(json.dumps(comparisons, indent=1))
     compare_runs(groups, sweep_dir / "plots", reps=reps)
     return sweep_dir / "summary.csv"
+
+
+def stability(rows: list[dict], metric: str = "collision_rate", tail: float = 1 / 3) -> dict:
+    """How much one run's evaluated ``metric`` moves late in training: over the evaluations in the last ``tail``
+    of its steps, ``{"mean", "std", "range" (max - min), "max_deviation" (largest distance from the mean), "n"}``."""
+    if not rows:
+        return {"mean": float("nan"), "std": float("nan"), "range": float("nan"), "max_deviation": float("nan"),
+                "n": 0}
+    last = max(r["step"] for r in rows)
+    vals = np.array([r[metric] for r in rows if r["step"] >= last - tail * last and metric in r], dtype=float)
+    mean = float(vals.mean())
+    return {"mean": mean, "std": float(vals.std()), "range": float(vals.max() - vals.min()),
+            "max_deviation": float(np.abs(vals - mean).max()), "n": int(len(vals))}
+
+
+def _summarize_periodic(sweep_dir: Path, specs: list[dict], reps: int) -> None:
+    """For runs evaluated during training: ``summary_last_k.csv`` (per group, the mean over seeds of each run's
+    last-k mean, 95 % bootstrap interval over seeds: the figure to report), ``stability.csv`` (per group, the
+    spread over seeds of the last-k collision and success rates and the within-run movement of the evaluated
+    collision rate over the last third of training) and ``plots/evaluations.png`` (every seed's curve)."""
+    from morl.periodic import read_evaluations, summarise_evaluations
+    from morl.plots import evaluation_curves
+
+    runs: dict[str, list[list[dict]]] = {}
+    for spec in specs:
+        rows = read_evaluations(spec["run_dir"])
+        if rows:
+            runs.setdefault(spec["group"], []).append(rows)
+    if not runs:
+        return
+    summary, stable = [], []
+    for group, group_runs in runs.items():
+        k = _last_k(specs, group)
+        means = [summarise_evaluations(r, (), k)["last_k_mean"] for r in group_runs]
+        row = {"group": group, "runs": len(means), "last_k": k}
+        for name in [n for n in means[0] if all(n in m for m in means)]:
+            agg = aggregate_runs([m[name] for m in means], reps=reps)
+            row.update({name: agg["value"], f"{name} lo": agg["lo"], f"{name} hi": agg["hi"]})
+        summary.append(row)
+        srow = {"group": group, "runs": len(means)}
+        for name in ("collision_rate", "success_rate"):
+            if all(name in m for m in means):
+                srow[f"{name} std over seeds"] = float(np.std([m[name] for m in means]))
+        if all("collision_rate" in r[-1] for r in group_runs):
+            moves = [stability(r) for r in group_runs]
+            srow["collision_rate max deviation in the last third (median over seeds)"] = float(
+                np.median([m["max_deviation"] for m in moves]))
+            srow["collision_rate max deviation in the last third (worst seed)"] = float(
+                max(m["max_deviation"] for m in moves))
+        stable.append(srow)
+    _write_csv(sweep_dir / "summary_last_k.csv", summary)
+    _write_csv(sweep_dir / "stability.csv", stable)
+    evaluation_curves(runs, sweep_dir / "plots" / "evaluations.png",
+                      title="Evaluations during training, every seed")
+
+
+def _last_k(specs: list[dict], group: str) -> int:
+    import yaml
+
+    for spec in specs:
+        if spec["group"] == group:
+            data = yaml.safe_load((Path(spec["run_dir"]) / "config.yaml").read_text())
+            return int((data.get("eval") or {}).get("last_k", 5))
+    return 5
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

@@ -67,7 +67,7 @@ def _agent_names() -> list[str]:
     """Every algorithm class the ``agents`` package exports, plus the SB3 baselines of the configs."""
     import morl.agents
 
-    names = [n for n in agents.__all__ if registry._is_algorithm(getattr(agents, n))]
+    names = [n for n in morl.agents.__all__ if registry._is_algorithm(getattr(morl.agents, n))]
     import morl.agents.iqn as iqn
 
     names += [n for n in iqn.__all__ if registry._is_algorithm(getattr(iqn, n)) and n not in names]
