@@ -28,6 +28,7 @@ from gymnasium import spaces
 from morl.envs.swarm.density import ReferenceDensity, make_density
 from morl.envs.swarm.dynamics import LinearDynamics, make_dynamics
 from morl.envs.swarm.metrics import coverage_w2, greedy_transport_cost
+from morl.preorder import Preorder
 
 __all__ = ["SwarmTask", "SwarmEnv"]
 
@@ -75,6 +76,8 @@ class SwarmEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     objectives = ("coverage", "effort")
+    #: covering the reference density comes first; control effort only separates equally good coverage
+    preorder = Preorder.parse("coverage > effort")
 
     def __init__(self, n_agents: int = 6, dynamics="quadrotor", dt: float = 0.1, density="gmm", n_samples: int = 2000,
                  domain=(0.0, 100.0), max_steps: int = 150, comm_radius: float | None = 25.0, density_seed: int = 0,
