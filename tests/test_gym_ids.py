@@ -34,3 +34,15 @@ def test_vector_reward_attributes_reach_the_user(env_id, fake_carla):
         assert np.shape(vector) == (len(objectives),)
     finally:
         env.close()
+
+
+def test_a_scalar_learner_trains_on_a_driving_id_with_its_declared_weights():
+    from morl.agents import IQN
+    from morl.envs.driving.objectives import DEFAULT_SCALARIZATION
+
+    env = gym.make("morl/Route-v0")
+    assert env.get_wrapper_attr("reward_weights") == tuple(map(float, DEFAULT_SCALARIZATION))
+    model = IQN("MlpPolicy", env, learning_starts=64, buffer_size=500, seed=0)
+    model.learn(128)
+    _, scalar, _, _, info = model.get_env().envs[0].step(0)
+    assert scalar == pytest.approx(float(np.dot(DEFAULT_SCALARIZATION, info["vector_reward"])), rel=1e-5)

@@ -163,6 +163,8 @@ class DrivingEnv(gym.Env):
         self.road = road
         self.objectives = ob.OBJECTIVES
         self.preorder = Preorder.parse(preorder).reindexed(self.objectives)
+        #: the weighted sum an agent that learns from a scalar trains on (the batched simulator's default)
+        self.reward_weights = tuple(float(w) for w in ob.DEFAULT_SCALARIZATION)
         self.observation_space, self.action_space, self.reward_space = driving_spaces(
             self.sim.obs_dim, self.sim.continuous)
         self._seeded = False
