@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-workers", type=int)
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--out", help="sweep folder (default: <output.root>/<name>/sweep-<timestamp>)")
+
+    b = sub.add_parser("benchmark", help="agents x tasks x seeds of a suite file, resumable; results.md and plots")
+    b.add_argument("suite", help="suite YAML (e.g. configs/benchmarks/driving.yaml)")
+    b.add_argument("--out", help="benchmark folder (default: runs/benchmarks/<name>); an existing one is continued")
+    b.add_argument("--max-workers", type=int, default=1, help="runs trained at once")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of every run's config (repeatable)")
     return p
 
 
@@ -127,6 +134,14 @@ def _sweep(args) -> int:
     return 0
 
 
+def _benchmark(args) -> int:
+    from morl.benchmark import run_benchmark
+
+    out = run_benchmark(args.suite, out=args.out, max_workers=args.max_workers, overrides=args.overrides)
+    print(out / "results.md")
+    return 0
+
+
 def _import_from_cwd() -> None:
     """Put the current folder first on ``sys.path``, as ``python -m`` does, so that a config's
     ``factory: "my_envs:make_env"`` (or ``imports``, wrappers, agents given as ``module:Class``) finds the
@@ -139,7 +154,7 @@ def _import_from_cwd() -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _import_from_cwd()
-    handler = {"train": _train, "eval": _eval, "plot": _plot, "sweep": _sweep}[args.command]
+    handler = {"train": _train, "eval": _eval, "plot": _plot, "sweep": _sweep, "benchmark": _benchmark}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:

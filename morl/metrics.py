@@ -36,6 +36,8 @@ __all__ = [
     "episode_arrays",
     "episode_metrics",
     "iqm",
+    "performance_profile",
+    "probability_of_improvement",
     "stratified_bootstrap_ci",
     "aggregate_runs",
     "LexComparison",
@@ -128,6 +130,42 @@ def aggregate_runs(values, statistic="mean", reps: int = 2000, alpha: float = 0.
         return {"value": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
     point, lo, hi = stratified_bootstrap_ci(v, statistic, reps=reps, alpha=alpha, seed=seed)
     return {"value": point, "lo": lo, "hi": hi, "n": int(len(v))}
+
+
+def probability_of_improvement(x, y, reps: int = 2000, alpha: float = 0.05, seed: int | None = 0) -> dict:
+    """``P(X > Y)``: the chance that a run of method X scores above a run of method Y (ties count half).
+
+    The Mann-Whitney form rliable uses (Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice"):
+    ``mean over pairs (i, j) of 1[x_i > y_j] + 0.5 1[x_i = y_j]``, larger scores better; the interval resamples
+    the runs of each method with replacement.
+
+    :return: ``{"value", "lo", "hi"}``.
+
+    >>> probability_of_improvement([3, 4], [1, 3])["value"]     # pairs: 3>1, 3=3, 4>1, 4>3
+    0.875
+    """
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if len(x) == 0 or len(y) == 0:
+        raise ValueError("probability_of_improvement needs runs of both methods")
+
+    def poi(a, b):
+        d = a[..., :, None] - b[..., None, :]
+        return ((d > 0) + 0.5 * (d == 0)).mean(axis=(-2, -1))
+
+    rng = np.random.default_rng(seed)
+    boot = poi(x[rng.integers(0, len(x), size=(reps, len(x)))], y[rng.integers(0, len(y), size=(reps, len(y)))])
+    lo, hi = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return {"value": float(poi(x, y)), "lo": float(lo), "hi": float(hi)}
+
+
+def performance_profile(scores, taus) -> np.ndarray:
+    """The fraction of runs whose score exceeds each threshold ``tau`` (rliable's run-score distribution).
+
+    >>> performance_profile([0.2, 0.5, 0.9, 1.0], [0.0, 0.5, 0.95]).tolist()
+    [1.0, 0.5, 0.25]
+    """
+    x = np.asarray(scores, dtype=float).ravel()
+    return (x[None, :] > np.asarray(taus, dtype=float)[:, None]).mean(axis=1)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -211,8 +211,13 @@ def _clock(seconds: float) -> str:
 
 
 def _run_local(specs: list[dict], max_workers: int | None) -> None:
+    _run_pool(run_one, specs, max_workers)
+
+
+def _run_pool(fn, specs: list[dict], max_workers: int | None, on_done=None) -> None:
+    """``fn(spec)`` for every spec in local worker processes; ``on_done()`` after each one finishes."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     workers = max_workers or min(len(specs), os.cpu_count() or 1)
     # Not fork: a forked torch process can deadlock on thread pools the parent already started. A
@@ -221,9 +226,11 @@ def _run_local(specs: list[dict], max_workers: int | None) -> None:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "stable_baselines3", "morl.experiment"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(run_one, s) for s in specs]
-        for fut in futures:
+        futures = [pool.submit(fn, s) for s in specs]
+        for fut in as_completed(futures):
             fut.result()
+            if on_done is not None:
+                on_done()
 
 
 def _tune_trainable(config: dict) -> None:
