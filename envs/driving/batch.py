@@ -207,8 +207,8 @@ class BatchSim:
         return self.obs
 
     def step(self, actions, auto_reset: bool = False):
-        """One kernel call for the whole batch. ``actions``: ``(E,)`` ints or ``(E, 2)`` floats (already
-        validated by the caller). Results are in ``obs``, ``rew``, ``info``, ``terminated``, ``truncated``
+        """One kernel call for the whole batch. ``actions``: ``(E,)`` ints or ``(E, 2)`` floats; their shape and
+        kind are checked here, their values by the caller (:func:`envs.driving.env.check_actions`). Results are in ``obs``, ``rew``, ``info``, ``terminated``, ``truncated``
         and ``terminal_obs`` (overwritten at every step)."""
         self._check_action_array(actions)
         if self.continuous:
