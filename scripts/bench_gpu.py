@@ -17,8 +17,8 @@ Three checks, in one process, each section wrapped so that a failure prints and 
    the GPU; expected are the once-per-call log read-backs, not one per gradient step.
 
 Without a CUDA device it prints ``no CUDA device: ...`` and exits 0. ``--device cpu --quick`` runs the
-same functions on the CPU only, with tiny sizes (what the test exercises), and prints ``CUDA side skipped: ...``. Exit code: 0 when every section
-ran and the losses agree, 1 when the losses disagree, 2 when a section failed.
+same functions on the CPU only, with tiny sizes (what the test exercises), and prints ``CUDA side skipped: ...``.
+Exit code: 0 when every section ran and the losses agree, 1 when the losses disagree, 2 when a section failed.
 
 Usage::
 

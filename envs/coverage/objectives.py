@@ -87,9 +87,10 @@ class Objective:
                                  f"type, got {self.demand!r}")
             demand = shape_of("demand", (len(self.demand),), "i")
             types = shape_of("item_type", (n,), "i")
-            if np.any((types < -1) | (types >= len(demand))):
+            bad = (types < -1) | (types >= len(demand))
+            if np.any(bad):
                 raise ValueError(f"objective {self.name!r} (items): item_type entries must be -1 (no item) or a type "
-                                 f"in 0..{len(demand) - 1}, got values {np.unique(types[(types < -1) | (types >= len(demand))])[:5]}")
+                                 f"in 0..{len(demand) - 1}, got values {np.unique(types[bad])[:5]}")
         elif self.kind == "design":
             shape_of("cov", (n, n), "f")
 

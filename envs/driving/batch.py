@@ -208,8 +208,9 @@ class BatchSim:
 
     def step(self, actions, auto_reset: bool = False):
         """One kernel call for the whole batch. ``actions``: ``(E,)`` ints or ``(E, 2)`` floats; their shape and
-        kind are checked here, their values by the caller (:func:`envs.driving.env.check_actions`). Results are in ``obs``, ``rew``, ``info``, ``terminated``, ``truncated``
-        and ``terminal_obs`` (overwritten at every step)."""
+        kind are checked here, their values by the caller (:func:`envs.driving.env.check_actions`). Results are
+        in ``obs``, ``rew``, ``info``, ``terminated``, ``truncated`` and ``terminal_obs`` (overwritten at every
+        step)."""
         self._check_action_array(actions)
         if self.continuous:
             a_d, a_c = self._no_d, actions
