@@ -122,8 +122,10 @@ def test_replay_timeouts_are_not_terminations_and_scalar_mode():
     expected = 1.0 - buffer.timeouts[np.arange(64), 0]
     np.testing.assert_array_equal(s.dones[:, 0].numpy(), expected)
     assert 0 < expected.sum() < 64
-    assert s.rewards.shape == (64, 1)
+    # scalar mode: the rewards SB3 trains on are the scalar rewards that were added (fill_replay: obs[:, 1])
+    np.testing.assert_array_equal(s.rewards[:, 0].numpy(), s.observations[:, 1].numpy())
     th.testing.assert_close(s.rewards, s.scalar_rewards)
+    np.testing.assert_array_equal(s.vector_rewards[:, 0].numpy(), s.observations[:, 0].numpy())
 
 
 def test_replay_missing_vector_reward_names_env_and_wrapper():
@@ -194,12 +196,29 @@ def fill_rollout(buffer, rng, with_values):
     )
     data["starts"][0] = 1.0
     for t in range(T):
-        obs = np.full((n, 2), t, np.float32)
+        obs = np.stack([np.full(n, t), np.arange(n)], axis=1).astype(np.float32)  # [step, env index]
         buffer.add(
             obs, np.zeros((n, 1)), data["r"][t], data["starts"][t], th.as_tensor(data["v"][t]), th.zeros(n),
             vector_reward=data["vr"][t], vector_value=data["vv"][t] if with_values else None,
         )
     return data
+
+
+def gae_from_definition(rewards, values, starts, last_values, last_dones, gamma, lam):
+    """GAE (Schulman et al. 2016, eq. 16) per env, written out: an episode start at t + 1 cuts the bootstrap."""
+    T, n = rewards.shape[:2]
+    adv = np.zeros(rewards.shape)
+    for e in range(n):
+        following = 0.0
+        for t in reversed(range(T)):
+            if t == T - 1:
+                alive, v_next = 1.0 - float(last_dones[e]), last_values[e]
+            else:
+                alive, v_next = 1.0 - starts[t + 1, e], values[t + 1, e]
+            delta = rewards[t, e] + gamma * alive * v_next - values[t, e]
+            following = delta + gamma * lam * alive * following
+            adv[t, e] = following
+    return adv, adv + values
 
 
 def test_rollout_scalar_and_vector_gae_equal_sb3():
@@ -217,6 +236,9 @@ def test_rollout_scalar_and_vector_gae_equal_sb3():
         adv, ret = sb3_gae(d["vr"][..., j], d["vv"][..., j], d["starts"], last_vv[:, j], dones, 0.95, 0.9)
         np.testing.assert_allclose(buffer.vector_advantages[..., j], adv, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(buffer.vector_returns[..., j], ret, rtol=1e-6, atol=1e-6)
+    adv, ret = gae_from_definition(d["vr"], d["vv"], d["starts"], last_vv, dones, 0.95, 0.9)
+    np.testing.assert_allclose(buffer.vector_advantages, adv, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(buffer.vector_returns, ret, rtol=1e-5, atol=1e-5)
 
 
 def test_rollout_without_vector_values_gives_discounted_reward_to_go():
@@ -241,17 +263,18 @@ def test_rollout_get_yields_vector_fields_aligned():
     buffer = MORolloutBuffer(8, OBS, ACT, "cpu", n_envs=2, reward_dim=3)
     fill_rollout(buffer, rng, with_values=True)
     buffer.compute_returns_and_advantage(th.zeros(2), np.zeros(2, bool))
-    vr = buffer.vector_rewards.copy()
-    seen = 0
+    stored = {name: getattr(buffer, name).copy() for name in
+              ("vector_rewards", "vector_values", "vector_advantages", "vector_returns")}
+    advantages = buffer.advantages.copy()  # (T, n_envs) before get() flattens it
+    seen = []
     for batch in buffer.get(batch_size=5):
         assert isinstance(batch, MORolloutBufferSamples)
-        assert batch.vector_rewards.shape == (len(batch.observations), 3)
-        t = batch.observations[:, 0].long().numpy()  # obs encodes the step
-        # the row's vector reward is one of the two envs' vectors at that step
-        row_match = [any(np.allclose(batch.vector_rewards[k].numpy(), vr[t[k], i]) for i in range(2)) for k in range(len(t))]
-        assert all(row_match)
-        seen += len(t)
-    assert seen == 16
+        t, i = batch.observations[:, 0].long().numpy(), batch.observations[:, 1].long().numpy()  # obs = [step, env]
+        for name, array in stored.items():  # each row's vectors are those of its own (step, env)
+            np.testing.assert_array_equal(getattr(batch, name).numpy(), array[t, i], err_msg=name)
+        np.testing.assert_array_equal(batch.advantages.numpy(), advantages[t, i])  # the scalar fields agree
+        seen += list(zip(t, i))
+    assert sorted(seen) == [(t, i) for t in range(8) for i in range(2)]  # every (step, env) once
     assert buffer.vector_rewards.shape == (8, 2, 3)  # the (T, n_envs, m) arrays stay for logging
 
 

@@ -164,6 +164,13 @@ def test_device_replay_buffer_gives_sb3_samples_for_the_same_indices(optimize_me
     th.manual_seed(0)
     batch = buffer.sample(64)
     assert batch.observations.shape == (64, 3) and batch.rewards.shape == (64, 1) and batch.dones.shape == (64, 1)
+    # each sampled row is a stored transition: its step is one the buffer still holds (the last 6 of 16), its next
+    # observation is the next step's, and its reward and done are those stored at that (row, env)
+    t, e = batch.observations[:, 0].long().numpy(), batch.observations[:, 1].long().numpy()
+    assert set(t) <= set(range(10, 16)) and set(e) <= {0, 1}
+    assert th.equal(batch.next_observations[:, :2], batch.observations[:, :2] + th.tensor([1.0, 0.0]))
+    np.testing.assert_array_equal(batch.rewards[:, 0].numpy(), buffer.rewards[t % 6, e])
+    np.testing.assert_array_equal(batch.dones[:, 0].numpy(), buffer.dones[t % 6, e])
 
 
 def test_device_storage_auto_follows_the_device_and_bad_values_raise():

@@ -83,6 +83,46 @@ def test_progress_line_counts_runs_steps_and_time_left(tmp_path, monkeypatch):
     assert progress.line() == "sweep: 1/2 runs done, 150/200 steps (75 %), 1:30 elapsed, about 0:30 left"
 
 
+def _write_run(run_dir: Path, returns: list[tuple[float, float]]) -> None:
+    """An ``eval.json`` with the given (balance, centred) episode returns."""
+    run_dir.mkdir(parents=True)
+    means = [sum(r[k] for r in returns) / len(returns) for k in range(2)]
+    (run_dir / "eval.json").write_text(json.dumps({
+        "num_timesteps": 64, "objectives": ["balance", "centred"],
+        "metrics": {"return/balance": {"value": means[0]}, "return/centred": {"value": means[1]}},
+        "episodes": [{"returns": {"balance": b, "centred": c}} for b, c in returns]}))
+
+
+def test_summary_comparison_names_the_lexicographic_winner(tmp_path, monkeypatch):
+    """Three groups whose lexicographic order under "balance > centred" is known by hand.
+
+    Episode returns (two seeds of three episodes each per group):
+      A: balance 9, 10, 11;   centred 0.9, 1.0, 1.1
+      B: balance 4, 5, 6;     centred 2.9, 3.0, 3.1
+      C: balance 9, 10, 11;   centred 1.9, 2.0, 2.1
+    Any bootstrap mean of A's balance is >= 9 and of B's <= 6, so A beats B on balance with certainty;
+    balance outranks centred, on which B is better, so A wins, decided by balance (likewise C over B).
+    A and C have the same balance returns: their difference is symmetric about 0 and its interval holds 0;
+    C's centred is higher in every resample (>= 1.9 against <= 1.1), so C wins, decided by centred.
+    """
+    from morl import plots, sweep
+
+    monkeypatch.setattr(plots, "compare_runs", lambda *a, **k: [])  # the figures are tested elsewhere
+    data = {"A": ([9, 10, 11], [0.9, 1.0, 1.1]), "B": ([4, 5, 6], [2.9, 3.0, 3.1]), "C": ([9, 10, 11], [1.9, 2.0, 2.1])}
+    specs = []
+    for group, (balance, centred) in data.items():
+        for seed in (0, 1):
+            run_dir = tmp_path / group / str(seed)
+            _write_run(run_dir, list(zip(balance, centred)))
+            specs.append({"run_dir": str(run_dir), "group": group, "seed": seed, "params": {}})
+    sweep.summarize(tmp_path, specs, preorder="balance > centred", reps=500)
+    cmp = json.loads((tmp_path / "comparison.json").read_text())
+    got = [(c["a"], c["b"], c["winner"], c["decided_by"]) for c in cmp]
+    assert got == [("A", "B", "A", ["balance"]), ("A", "C", "C", ["centred"]), ("B", "C", "C", ["balance"])]
+    assert cmp[0]["diffs"]["balance"][0] == pytest.approx(5.0)
+    assert cmp[1]["diffs"]["centred"][0] == pytest.approx(-1.0)
+
+
 def _rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -110,7 +150,21 @@ def test_local_and_ray_sweeps_give_the_same_summary(tmp_path, monkeypatch, capsy
     ppo = [float(r["return/balance"]) for r in rows if r["group"] == "PPO"]
     assert float(groups[0]["return/balance"]) == pytest.approx(sum(ppo) / 2)
     cmp = json.loads((local / "comparison.json").read_text())
-    assert cmp[0]["a"] == "PPO" and cmp[0]["b"] == "A2C" and cmp[0]["winner"] in ("PPO", "A2C", "tie", "incomparable")
+    assert len(cmp) == 1 and cmp[0]["a"] == "PPO" and cmp[0]["b"] == "A2C"
+    # The recorded difference is that of the groups' mean episode returns, and the winner follows from the
+    # recorded intervals by the rulebook for "balance > centred" (written out: the higher objective decides
+    # unless its interval holds 0).
+    episodes = {g: [[ep["returns"][o] for o in ("balance", "centred")] for r in rows if r["group"] == g
+                    for ep in json.loads((local / r["run"] / "eval.json").read_text())["episodes"]]
+                for g in ("PPO", "A2C")}
+    sign = {}
+    for k, o in enumerate(("balance", "centred")):
+        point, lo, hi = cmp[0]["diffs"][o]
+        mean = {g: sum(e[k] for e in episodes[g]) / len(episodes[g]) for g in episodes}
+        assert point == pytest.approx(mean["PPO"] - mean["A2C"])
+        sign[o] = 1 if lo > 0 else -1 if hi < 0 else 0
+    first = sign["balance"] or sign["centred"]
+    assert cmp[0]["winner"] == {1: "PPO", -1: "A2C", 0: "tie"}[first]
     for name in ("safety_comparison.png", "learning_curves.png", "returns_comparison.png", "pareto.png"):
         img = mpimg.imread(local / "plots" / name)
         assert img.shape[0] > 150 and img[..., :3].std() > 0.01

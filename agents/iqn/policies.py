@@ -546,6 +546,10 @@ class QDIQNPolicy(IQNPolicy):
 
     def select(self, z: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """One action per state from ``z [B, K, m, A]``: ``(actions [B], subset mask [B, A])``."""
+        if z.dim() != 4 or z.shape[2] != self.preorder.m:
+            # before the kernel, which reads one threshold and margin per objective of z
+            raise ValueError(f"z must be [B, K, m={self.preorder.m}, A] (one slot per objective of the preorder), "
+                             f"got shape {tuple(z.shape)}")
         if self.tie_break != "random" and z.device.type == "cpu" and z.dtype in (th.float32, th.float64):
             # One numba call instead of about twenty small tensor operations (acting calls this at every env
             # step); the tests check it against the tensor code below.

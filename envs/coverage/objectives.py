@@ -55,6 +55,7 @@ class Objective:
 
     def __post_init__(self):
         n = self.grid.n_cells
+        self._check_arrays(n)
         if self.kind == "coverage":
             fp = self.grid.footprint
             w = np.concatenate([self.weights, [0.0]])
@@ -65,6 +66,33 @@ class Objective:
             self.cell_modular = 0.5 * np.log1p(np.diag(self.cov) / self.noise)
         else:
             raise ValueError(f"unknown objective kind {self.kind!r}")
+
+    def _check_arrays(self, n: int) -> None:
+        """The kernels index these arrays by cell and item type without bounds checks: their shapes must fit."""
+        def shape_of(name: str, want: tuple[int, ...], kind: str) -> np.ndarray:
+            arr = getattr(self, name)
+            if arr is None or np.shape(arr) != want:
+                raise ValueError(f"objective {self.name!r} ({self.kind}): {name} must have shape {want} for the "
+                                 f"{self.grid.rows} x {self.grid.cols} grid, got "
+                                 f"{None if arr is None else np.shape(arr)}")
+            arr = np.ascontiguousarray(arr, dtype=np.float64 if kind == "f" else np.int64)
+            setattr(self, name, arr)
+            return arr
+
+        if self.kind == "coverage":
+            shape_of("weights", (n,), "f")
+        elif self.kind == "items":
+            if self.demand is None or np.ndim(self.demand) != 1:
+                raise ValueError(f"objective {self.name!r} (items): demand must be a 1-D array of demands per item "
+                                 f"type, got {self.demand!r}")
+            demand = shape_of("demand", (len(self.demand),), "i")
+            types = shape_of("item_type", (n,), "i")
+            bad = (types < -1) | (types >= len(demand))
+            if np.any(bad):
+                raise ValueError(f"objective {self.name!r} (items): item_type entries must be -1 (no item) or a type "
+                                 f"in 0..{len(demand) - 1}, got values {np.unique(types[bad])[:5]}")
+        elif self.kind == "design":
+            shape_of("cov", (n, n), "f")
 
     def value(self, cells) -> float:
         """Plain reference ``F(S)`` of the set of visited cells (duplicates ignored)."""

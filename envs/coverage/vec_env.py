@@ -169,7 +169,13 @@ class CoverageVecEnv(VecEnv):
         :return: ``(gains, modular)``: marginal gains and modular rewards of this step (views, valid
             until the next call). Call :meth:`reset` once ``t == horizon``.
         """
-        a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
+        a = np.asarray(actions)
+        integral = a.dtype.kind in "iu" or (a.dtype.kind == "f" and bool(np.all(a == np.round(a))))
+        if a.size != self.num_envs or a.ndim > 2 or not integral:
+            # before the kernel, which reads one action per env
+            raise ValueError(f"actions must be {self.num_envs} integers (one per env, shape ({self.num_envs},)), got "
+                             f"dtype {a.dtype} shape {a.shape}")
+        a = a.astype(np.int64, copy=False).reshape(self.num_envs)
         if np.any((a < 0) | (a > 4)):
             raise ValueError(f"actions must be in 0..4, got {a[(a < 0) | (a > 4)][:5]}")
         if np.any(self.t >= self.horizon):
@@ -217,7 +223,7 @@ class CoverageVecEnv(VecEnv):
         return self.observe()
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
+        self._actions = actions  # checked by step_arrays
 
     def step_wait(self):
         gains, modular = self.step_arrays(self._actions)

@@ -15,6 +15,7 @@ import weakref
 import numpy as np
 
 from morl.envs.driving import traffic as tr
+from morl.envs.driving.objectives import N_SCALES
 from morl.envs.driving.sim import (N_EGO_FIELDS, N_INFO, batch_reset, batch_step, batch_step_shared, obs_size,
                               seed_envs)
 from morl.envs.driving.traffic import (N_PARAMS, N_TRAFFIC_FIELDS, P_ACC_MAX, P_BACK, P_COMFORT_HOLD, P_CONTINUOUS,
@@ -157,6 +158,12 @@ class BatchSim:
         self.n_vehicles = int(n_vehicles)
         self.scales = np.ascontiguousarray(scales, dtype=np.float64)
         self.P = np.ascontiguousarray(params, dtype=np.float64)
+        # the kernels read these by fixed index, unchecked
+        if self.scales.shape != (N_SCALES,):
+            raise ValueError(f"scales must have shape ({N_SCALES},) (morl.envs.driving.objectives.make_scales), "
+                             f"got {self.scales.shape}")
+        if self.P.shape != (N_PARAMS,):
+            raise ValueError(f"params must have shape ({N_PARAMS},) (default_params), got {self.P.shape}")
         self.continuous = bool(self.P[P_CONTINUOUS] > 0.5)
         self.parallel = bool(parallel)
         self.n_threads = max(1, min(int(n_threads or os.cpu_count() or 1), int(n_envs)))
@@ -185,19 +192,26 @@ class BatchSim:
 
     def seed(self, seeds) -> None:
         """Seed the envs' RNGs from ``(E,)`` integer seeds."""
-        seeds = np.asarray(seeds, dtype=np.int64).reshape(self.n_envs)
+        seeds = np.asarray(seeds, dtype=np.int64)
+        if seeds.size != self.n_envs:
+            raise ValueError(f"seeds must hold one seed per env ({self.n_envs}), got shape {seeds.shape}")
+        seeds = seeds.reshape(self.n_envs)
         seed_envs(self.rng, seeds.astype(np.uint64))
 
     def reset(self, mask=None) -> np.ndarray:
         """Reset the envs in ``mask`` (all by default); returns the observation array (a view)."""
         mask = np.ones(self.n_envs, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        if mask.shape != (self.n_envs,):
+            raise ValueError(f"mask must have shape ({self.n_envs},), one entry per env, got {mask.shape}")
         batch_reset(mask, self.ego, self.traf, self.order, self.rng, self.P, *self._road_args, self.scales, self.obs)
         return self.obs
 
     def step(self, actions, auto_reset: bool = False):
-        """One kernel call for the whole batch. ``actions``: ``(E,)`` ints or ``(E, 2)`` floats (already
-        validated by the caller). Results are in ``obs``, ``rew``, ``info``, ``terminated``, ``truncated``
-        and ``terminal_obs`` (overwritten at every step)."""
+        """One kernel call for the whole batch. ``actions``: ``(E,)`` ints or ``(E, 2)`` floats; their shape and
+        kind are checked here, their values by the caller (:func:`morl.envs.driving.env.check_actions`). Results are
+        in ``obs``, ``rew``, ``info``, ``terminated``, ``truncated`` and ``terminal_obs`` (overwritten at every
+        step)."""
+        self._check_action_array(actions)
         if self.continuous:
             a_d, a_c = self._no_d, actions
         else:
@@ -221,6 +235,14 @@ class BatchSim:
         for error in errors:
             if error is not None:
                 raise error
+
+    def _check_action_array(self, actions) -> None:
+        """Shape and kind of ``actions`` (O(1)): the kernel reads one action (row) per env without bounds checks."""
+        want, kinds = ((self.n_envs, 2), "f") if self.continuous else ((self.n_envs,), "iu")
+        if not isinstance(actions, np.ndarray) or actions.shape != want or actions.dtype.kind not in kinds:
+            what = "floats" if self.continuous else "integers"
+            raise ValueError(f"actions must be a numpy array of {what} of shape {want}, got "
+                             f"{type(actions).__name__} {getattr(actions, 'dtype', '')} {np.shape(actions)}")
 
     def _start_pool(self) -> None:
         self.close()  # in a forked child: the parent's workers do not exist here (joining them returns at once)

@@ -198,8 +198,8 @@ class DrivingVecEnv(VecEnv):
         return sim.obs.copy(), rewards.astype(np.float32, copy=False), dones.copy(), infos
 
     def step_kernel(self, actions) -> None:
-        """The raw batched step, no validation, no infos: results stay in ``self.sim`` arrays (for benchmarks
-        and buffers that read arrays)."""
+        """The raw batched step, no infos, no check of the action values (their shape is checked): results stay
+        in ``self.sim`` arrays (for benchmarks and buffers that read arrays)."""
         self.sim.step(actions, auto_reset=True)
 
     def close(self) -> None:

@@ -55,12 +55,32 @@ def coverage_w2(points, samples, weights=None, point_weights=None, method: str =
     raise ValueError(f"method must be 'exact', 'sliced' or 'auto', got {method!r}")
 
 
-@numba.njit(cache=True)
-def greedy_transport_cost(points, alpha, samples, remaining):
+def greedy_transport_cost(points: np.ndarray, alpha: float, samples: np.ndarray, remaining: np.ndarray) -> float:
     """Each point (in order) takes mass ``alpha`` from the nearest remaining samples; returns the cost.
 
-    ``remaining`` is updated in place (float64). Cost = sum of taken mass x squared distance.
+    Cost = sum of taken mass x squared distance.
+
+    :param points: ``(P, 2)`` float64 agent points.
+    :param alpha: mass each point takes.
+    :param samples: ``(M, 2)`` float64 reference samples.
+    :param remaining: ``(M,)`` float64 mass left at each sample, updated in place.
     """
+    for name, arr, want in (("points", points, (None, 2)), ("samples", samples, (None, 2)),
+                            ("remaining", remaining, (len(samples),))):
+        if not isinstance(arr, np.ndarray) or arr.ndim != len(want) or any(
+                w is not None and s != w for s, w in zip(arr.shape, want)):
+            shape = "(P, 2)" if name == "points" else "(M, 2)" if name == "samples" else f"(M,) = ({len(samples)},)"
+            raise ValueError(f"{name} must be a numpy array of shape {shape}, got {np.shape(arr)}")
+        if arr.dtype != np.float64:
+            raise ValueError(f"{name} must be float64, got {arr.dtype}")
+    if not remaining.flags.writeable:
+        raise ValueError("remaining must be writeable (it is updated in place)")
+    return _greedy_transport_kernel(points, float(alpha), samples, remaining)
+
+
+@numba.njit(cache=True)
+def _greedy_transport_kernel(points, alpha, samples, remaining):
+    """:func:`greedy_transport_cost` on checked arrays."""
     m = samples.shape[0]
     d2 = np.empty(m)
     total = 0.0

@@ -13,6 +13,7 @@ from stable_baselines3.common.callbacks import (
 )
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from morl.agents.iqn import IQN, EnsembleIQN, quantile_huber_loss
 from morl.agents.iqn.policies import CosineTauEmbedding, tau_grid
@@ -340,8 +341,16 @@ def test_save_load_identical_predict_and_callbacks(tmp_path, cls, kwargs):
     assert np.array_equal(a0, a1)
     for p0, p1 in zip(model.policy.state_dict().values(), loaded.policy.state_dict().values()):
         assert th.equal(p0, p1)
-    mean, _std = evaluate_policy(loaded, Monitor(gym.make("CartPole-v1")), n_eval_episodes=2)
-    assert mean > 0
+    # SB3's evaluate_policy runs the loaded model: on seeded episodes it gives the saved model's returns, and
+    # each CartPole return is the episode's length (+1 a step); the weights check above catches a lost policy.
+    def episodes(m):
+        venv = DummyVecEnv([lambda: Monitor(gym.make("CartPole-v1"))])
+        venv.seed(3)
+        return evaluate_policy(m, venv, n_eval_episodes=3, return_episode_rewards=True)
+
+    returns, lengths = episodes(loaded)
+    assert len(returns) == 3 and returns == [float(n) for n in lengths]
+    assert (returns, lengths) == episodes(model)
     loaded.learn(100)  # training resumes after load
 
 

@@ -26,8 +26,15 @@ def test_ensemble_trains_through_the_device_sampling_path():
     model.learn(120)
     assert model._n_updates > 0
     th.manual_seed(0)
+    rows, envs = model.replay_buffer.sample_indices(16)  # the draw _sample makes, replayed from the same seed
+    th.manual_seed(0)
     data, masks = model._sample(16)
-    assert masks.shape == (16, 3) and data.observations.shape == (16, 4)
+    # each row's ensemble masks are the ones drawn for that transition, and the data is that transition's
+    assert th.equal(masks, th.as_tensor(model.bootstrap_masks[rows.numpy()], dtype=th.float32))
+    expected = model.replay_buffer.samples_at(rows, envs)
+    for name in ("observations", "actions", "rewards", "dones"):
+        assert th.equal(getattr(data, name), getattr(expected, name)), name
+    assert 0 < float(masks.mean()) < 1  # bootstrap_prob 0.5: the masks are not all one value
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.train(gradient_steps=2, batch_size=16)
     assert any(not th.equal(a, b) for a, b in zip(before, model.policy.parameters()))

@@ -402,6 +402,20 @@ def test_fused_select_kernel_matches_the_subset_and_tie_break_it_replaces(thresh
     assert 1.0 < policy.mean_size(mask) < 5.0  # the subsets are neither trivial nor everything
 
 
+@pytest.mark.parametrize("m", [2, 4])
+def test_select_checks_the_objective_axis_before_the_kernel(m):
+    # The kernel reads a threshold and a margin per objective of z and the preorder's plan of 3 objectives:
+    # a z with another number of objectives would be read out of bounds.
+    from morl.agents.iqn.policies import QDIQNPolicy
+
+    policy = QDIQNPolicy(spaces.Box(-1, 1, (2,)), spaces.Discrete(5), lambda _: 1e-3, preorder="a > b, c",
+                         thresholds=(-0.5, None, 0.5))
+    with pytest.raises(ValueError, match=rf"z must be \[B, K, m=3, A\].*got shape \(2, 8, {m}, 5\)"):
+        policy.select(th.zeros(2, 8, m, 5))
+    with pytest.raises(ValueError, match=r"z must be \[B, K, m=3, A\].*got shape \(8, 3, 5\)"):
+        policy.select(th.zeros(8, 3, 5))
+
+
 @pytest.mark.parametrize("tie_break", ["lowest_mean", "random"])
 def test_nan_quantiles_raise_naming_the_objective_instead_of_acting(tie_break):
     model = QDIQN("MlpPolicy", SafeOrFast(), tie_break=tie_break, learning_starts=10, seed=0)

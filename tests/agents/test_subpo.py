@@ -127,12 +127,22 @@ def test_sb3_api_save_load_logger_progress(tmp_path):
     model.set_logger(configure(str(tmp_path / "log"), ["csv"]))
     model.learn(4 * 8 * 2, progress_bar=True)
     assert model.num_timesteps == 64
-    text = (tmp_path / "log" / "progress.csv").read_text()
-    assert "rollout/F_mean" in text and "train/loss" in text
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "log" / "progress.csv")))
+    assert len(rows) == 2  # one row per rollout of n_steps = horizon
+    last = rows[-1]
+    # the logged F statistics are those of the last rollout's finished episodes (4 envs, one episode each)
+    assert len(model.last_F) == 4
+    for key, fn in (("F_mean", np.mean), ("F_max", np.max), ("F_median", np.median), ("F_min", np.min)):
+        assert float(last[f"rollout/{key}"]) == pytest.approx(fn(model.last_F)), key
+    assert np.isfinite(float(last["train/loss"])) and int(last["time/total_timesteps"]) == 64
     obs = env.reset()
     a1, _ = model.predict(obs, deterministic=True)
     model.save(tmp_path / "m.zip")
     loaded = ModPO.load(tmp_path / "m.zip", env=env, device="cpu")
+    for (name, a), b in zip(model.policy.state_dict().items(), loaded.policy.state_dict().values()):
+        assert th.equal(a, b), name
     a2, _ = loaded.predict(obs, deterministic=True)
     assert loaded.reward == "modular" and np.array_equal(a1, a2) and a1.shape == (4,)
     one = {k: v[0] for k, v in obs.items()}  # a single (non-batched) observation

@@ -188,12 +188,44 @@ def test_bad_action_and_past_horizon():
     env = CoverageVecEnv(num_envs=2, rows=4, cols=4, horizon=1)
     with pytest.raises(ValueError, match="actions"):
         env.step_arrays(np.array([0, 7]))
+    # one action per env, integers, checked before the kernel reads them
+    for bad, shown in ((np.array([0, 1, 2]), r"int64 shape \(3,\)"), (np.array([0.5, 1.0]), r"float64 shape \(2,\)"),
+                       (np.zeros((2, 2), np.int64), r"shape \(2, 2\)")):
+        with pytest.raises(ValueError, match=rf"actions must be 2 integers \(one per env.*{shown}"):
+            env.step_arrays(bad)
+    with pytest.raises(ValueError, match="actions must be 2 integers"):
+        env.step(np.array([1]))
+    assert env.t.tolist() == [0, 0]  # nothing moved
     env.step_arrays(np.array([0, 1]))
     with pytest.raises(RuntimeError, match="reset"):
         env.step_arrays(np.array([0, 1]))
     with pytest.raises(ValueError, match="unknown scenario"):
         make_vec("ocean")
     assert isinstance(CoverageEnv(rows=3, cols=3, horizon=2).reset()[0], dict)
+
+
+def test_objective_arrays_must_fit_the_grid():
+    """The kernels index an objective's arrays by cell and item type unchecked: a wrong shape is refused."""
+    from morl.envs.coverage.maps import make_map
+    from morl.envs.coverage.objectives import Objective
+
+    grid = make_map(3, 4)
+    Objective("coverage", "c", grid, weights=np.ones(12))
+    with pytest.raises(ValueError, match=r"'c' \(coverage\): weights must have shape \(12,\) for the 3 x 4 grid, got \(9,\)"):
+        Objective("coverage", "c", grid, weights=np.ones(9))
+    with pytest.raises(ValueError, match=r"weights must have shape \(12,\).*got None"):
+        Objective("coverage", "c", grid)
+    types = np.full(12, -1)
+    types[[0, 5]] = [0, 1]
+    Objective("items", "i", grid, item_type=types, demand=np.array([1, 2]))
+    with pytest.raises(ValueError, match=r"item_type must have shape \(12,\)"):
+        Objective("items", "i", grid, item_type=types[:6], demand=np.array([1, 2]))
+    with pytest.raises(ValueError, match=r"item_type entries must be -1 \(no item\) or a type in 0..0, got values \[1\]"):
+        Objective("items", "i", grid, item_type=types, demand=np.array([1]))
+    with pytest.raises(ValueError, match="demand must be a 1-D array"):
+        Objective("items", "i", grid, item_type=types)
+    with pytest.raises(ValueError, match=r"cov must have shape \(12, 12\).*got \(12, 11\)"):
+        Objective("design", "d", grid, cov=np.eye(12)[:, :11])
 
 
 def test_point_coverage_reward_is_marginal_area():

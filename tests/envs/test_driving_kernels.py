@@ -550,3 +550,28 @@ def test_threaded_step_works_in_a_forked_child():
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     threaded.close()
+
+
+def test_batch_sim_checks_array_shapes_before_the_kernels():
+    """The kernels read one action (row) per env, one mask entry per env and scales / params by fixed index,
+    unchecked: a wrong shape must be a ValueError naming the argument, not a read past an array's end."""
+    road = build_road("highway")
+    with pytest.raises(ValueError, match=rf"scales must have shape \({ob.N_SCALES},\).*got \(3,\)"):
+        BatchSim(road, 2, 4, np.zeros(3), default_params(road))
+    with pytest.raises(ValueError, match=r"params must have shape \(\d+,\).*got \(5,\)"):
+        BatchSim(road, 2, 4, ob.make_scales(), np.zeros(5))
+    sim = _sim(n_envs=3, n_vehicles=4)
+    with pytest.raises(ValueError, match=r"seeds must hold one seed per env \(3\), got shape \(2,\)"):
+        sim.seed([1, 2])
+    with pytest.raises(ValueError, match=r"mask must have shape \(3,\), one entry per env, got \(2,\)"):
+        sim.reset(np.ones(2, bool))
+    for bad, shown in ((np.zeros(2, np.int64), r"ndarray int64 \(2,\)"), (np.zeros(3), r"ndarray float64 \(3,\)"),
+                       ([0, 0, 0], r"list  \(3,\)"), (np.zeros((3, 2), np.int64), r"ndarray int64 \(3, 2\)")):
+        with pytest.raises(ValueError, match=rf"actions must be a numpy array of integers of shape \(3,\), got {shown}"):
+            sim.step(bad)
+    continuous = _sim(n_envs=3, n_vehicles=4, continuous=True)
+    with pytest.raises(ValueError, match=r"actions must be a numpy array of floats of shape \(3, 2\), got ndarray float64 \(2, 2\)"):
+        continuous.step(np.zeros((2, 2)))
+    before = sim.ego.copy()
+    sim.step(np.zeros(3, np.int64))  # the right shapes step
+    assert not np.array_equal(sim.ego, before)

@@ -137,6 +137,19 @@ def test_greedy_transport_cost_matches_reference_and_bounds_w2():
     assert cost >= exact - 1e-12  # a feasible plan costs at least the optimum
 
 
+def test_greedy_transport_cost_checks_shapes_before_the_kernel():
+    """The kernel reads ``remaining`` at every sample index and two coordinates per point, unchecked."""
+    samples, points = np.zeros((6, 2)), np.zeros((2, 2))
+    bad = [((points, samples, np.ones(4)), r"remaining must be a numpy array of shape \(M,\) = \(6,\), got \(4,\)"),
+           ((np.zeros((2, 1)), samples, np.ones(6)), r"points must be a numpy array of shape \(P, 2\), got \(2, 1\)"),
+           ((points, np.zeros(6), np.ones(6)), r"samples must be a numpy array of shape \(M, 2\), got \(6,\)"),
+           ((points, samples, np.ones(6, np.float32)), "remaining must be float64, got float32"),
+           ((points, samples, [1.0] * 6), r"remaining must be a numpy array of shape")]
+    for args, match in bad:
+        with pytest.raises(ValueError, match=match):
+            greedy_transport_cost(args[0], 0.5, args[1], args[2])
+
+
 # --- environment ------------------------------------------------------------------------------------
 
 
