@@ -28,3 +28,4 @@ napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 suppress_warnings = ["myst.xref_missing"]
 nitpicky = False
+smartquotes = False  # descriptions quote code values; keep them as written

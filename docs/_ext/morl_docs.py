@@ -15,7 +15,6 @@ import inspect
 import typing
 
 from docutils import nodes
-from docutils.statemachine import StringList
 from pydantic import BaseModel
 from sphinx.util.docutils import SphinxDirective
 
@@ -49,8 +48,11 @@ def _default(field) -> str:
     return repr(field.default)
 
 
-def _cell(text: str) -> str:
-    return f"``{text}``" if text and text != "required" else (text or "")
+def _cell(text: str, code: bool = True) -> nodes.entry:
+    entry = nodes.entry()
+    if text:
+        entry += nodes.paragraph("", "", nodes.literal(text, text) if code and text != "required" else nodes.Text(text))
+    return entry
 
 
 def _submodel(annotation) -> type[BaseModel] | None:
@@ -70,12 +72,17 @@ def schema_sections(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
     return out
 
 
-def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = [f".. list-table:: {title}", "   :header-rows: 1", "   :widths: auto", ""]
-    for row in [header, *rows]:
-        lines.append(f"   * - {row[0]}")
-        lines += [f"     - {cell}" for cell in row[1:]]
-    return lines + [""]
+def _table(header: list[str], rows: list[list[nodes.entry]]) -> nodes.table:
+    """A docutils table built directly (MyST would parse RST table markup as Markdown)."""
+    table, group = nodes.table(), nodes.tgroup(cols=len(header))
+    table += group
+    group += [nodes.colspec(colwidth=1) for _ in header]
+    head = nodes.thead()
+    head += nodes.row("", *[_cell(h, code=False) for h in header])
+    body = nodes.tbody()
+    body += [nodes.row("", *row) for row in rows]
+    group += [head, body]
+    return table
 
 
 class ConfigReference(SphinxDirective):
@@ -89,15 +96,15 @@ class ConfigReference(SphinxDirective):
             rows = []
             for name, field in model.model_fields.items():
                 key = f"{section}.{name}" if section else name
-                rows.append([f"``{key}``", _cell(_type_name(field.annotation)), _cell(_default(field)),
-                             _constraint(field), (field.description or "").replace("\n", " ")])
+                rows.append([_cell(key), _cell(_type_name(field.annotation)), _cell(_default(field)),
+                             _cell(_constraint(field), code=False), _cell(field.description or "", code=False)])
             doc = inspect.cleandoc(model.__doc__) if model.__doc__ and model.__doc__ != BaseModel.__doc__ else ""
             title = section or "top level"
             node = nodes.section(ids=[f"config-{title.replace(' ', '-')}"])
             node += nodes.title(text=title)
-            lines = (doc.splitlines() + [""] if doc else []) + _table(
-                f"{title} keys", ["key", "type", "default", "constraint", "meaning"], rows)
-            self.state.nested_parse(StringList(lines, source="morl-config-reference"), self.content_offset, node)
+            if doc:
+                node += nodes.paragraph(text=" ".join(doc.split()))
+            node += _table(["key", "type", "default", "constraint", "meaning"], rows)
             out.append(node)
         return out
 
@@ -116,7 +123,7 @@ class CliReference(SphinxDirective):
         for name, subparser in sub.choices.items():
             section = nodes.section(ids=[f"morl-{name}"])
             section += nodes.title(text=f"morl {name}")
-            help_text = subparser.format_help().replace("usage: morl", "usage: morl", 1)
+            help_text = subparser.format_help()
             section += nodes.literal_block(help_text, help_text)
             out.append(section)
         return out
@@ -132,12 +139,8 @@ class AgentDefaults(SphinxDirective):
         for pname, param in inspect.signature(cls.__init__).parameters.items():
             if pname in ("self", "_init_setup_model") or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
                 continue
-            default = "required" if param.default is param.empty else repr(param.default)
-            rows.append([f"``{pname}``", _cell(default)])
-        lines = _table(f"{name} constructor defaults", ["argument", "default"], rows)
-        container = nodes.container()
-        self.state.nested_parse(StringList(lines, source="morl-defaults"), self.content_offset, container)
-        return container.children
+            rows.append([_cell(pname), _cell("required" if param.default is param.empty else repr(param.default))])
+        return [nodes.rubric(text=f"{name} defaults"), _table(["argument", "default"], rows)]
 
 
 def setup(app):
