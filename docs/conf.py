@@ -26,6 +26,4 @@ autodoc_typehints = "none"  # the :param: lines say what each argument is; signa
 autodoc_default_options = {"members": False}
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
-suppress_warnings = ["myst.xref_missing"]
-nitpicky = False
 smartquotes = False  # descriptions quote code values; keep them as written
