@@ -81,20 +81,27 @@ class WrapperSpec(_Strict):
     ``env.scenario`` (a batched env), an SB3 ``VecEnvWrapper`` applied around it."""
 
     name: str = Field(description="'package.module:Class', or a class name in morl.wrappers or gymnasium.wrappers")
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="the wrapper's keyword arguments")
 
 
 class EnvConfig(_Strict):
-    id: str | None = None
-    scenario: str | None = None
-    factory: str | None = None
-    make_vec: str = "morl.envs.driving:make_vec"
-    imports: list[str] = Field(default_factory=list)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    wrappers: list[WrapperSpec] = Field(default_factory=list)
-    preorder: str | list[str | list[str]] | dict[str, Any] | None = None
-    weights: list[float] | dict[str, float] | None = None
-    gamma: float = Field(0.99, ge=0.0, le=1.0)
+    """The environment: exactly one of ``id``, ``scenario`` or ``factory``."""
+
+    id: str | None = Field(None, description="a Gymnasium id, e.g. 'morl/Route-v0'")
+    scenario: str | None = Field(None, description="a scenario of the batched simulator (make_vec), e.g. 'route'")
+    factory: str | None = Field(None, description="'module:function' returning an env (imported from the current "
+                                                  "folder first)")
+    make_vec: str = Field("morl.envs.driving:make_vec", description="'module:function' that builds the batched env "
+                                                                    "of a scenario")
+    imports: list[str] = Field(default_factory=list, description="modules imported first (they register env ids)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the env, scenario or "
+                                                                     "factory; per_env: lists, env i gets entry i")
+    wrappers: list[WrapperSpec] = Field(default_factory=list, description="wrappers applied in order: {name, kwargs}")
+    preorder: str | list[str | list[str]] | dict[str, Any] | None = Field(
+        None, description="'a > b, c', levels [[a], [b, c]] or {objectives, greater, ties}; default: the env's")
+    weights: list[float] | dict[str, float] | None = Field(
+        None, description="the scalarisation SB3 sees, by objective name or position (default: the env's, or ones)")
+    gamma: float = Field(0.99, ge=0.0, le=1.0, description="discount of the per-objective returns in evaluation")
 
     @field_validator("weights")
     @classmethod
@@ -118,8 +125,8 @@ class AgentConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    name: str
-    policy: str | None = "MlpPolicy"
+    name: str = Field(description="an agent of morl.agents, or of SB3 / sb3-contrib, by class name")
+    policy: str | None = Field("MlpPolicy", description="policy class or alias")
 
     @model_validator(mode="before")
     @classmethod
@@ -139,18 +146,21 @@ class AgentConfig(BaseModel):
 
 
 class TrainConfig(_Strict):
-    total_timesteps: int = Field(gt=0)
-    seed: int = Field(0, ge=0, lt=2**32)  # numpy and torch seeds
-    n_envs: int = Field(1, ge=1)
-    vec_env: Literal["dummy", "subproc"] = "dummy"
-    device: str = "auto"
-    checkpoint_every: int | None = Field(None, gt=0)
-    progress_bar: bool | None = None  # None: show one when stderr is a terminal
-    log_interval: int | None = Field(None, ge=1)  # SB3's learn(log_interval): episodes (off-policy) or iterations
-    # torch's intra-op threads during training. The agents' networks are small: one thread is faster
-    # than two on a 2-core machine (measured: an IQN update 5.8 ms with 1 thread, 97 ms with 2 under
-    # load) and keeps CPU runs reproducible.
-    torch_threads: int = Field(1, ge=1)
+    """Training budget, seeding, parallel envs and device."""
+
+    total_timesteps: int = Field(gt=0, description="env-steps of training, summed over the envs")
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of numpy, torch and the envs")
+    n_envs: int = Field(1, ge=1, description="parallel envs (a batched scenario steps them in one call)")
+    vec_env: Literal["dummy", "subproc"] = Field("dummy", description="SB3 VecEnv of single envs: in-process or "
+                                                                      "one process per env")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda[:N] or mps")
+    checkpoint_every: int | None = Field(None, gt=0, description="env-steps between checkpoints (default: none "
+                                                                 "until the end)")
+    progress_bar: bool | None = Field(None, description="null: a progress bar when stderr is a terminal")
+    log_interval: int | None = Field(None, ge=1, description="SB3's learn(log_interval): episodes (off-policy) or "
+                                                             "iterations (on-policy)")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads during training; one keeps CPU runs "
+                                                    "reproducible and suits the agents' small networks")
 
     @field_validator("device")
     @classmethod
@@ -161,25 +171,32 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    episodes: int = Field(10, ge=1)
-    deterministic: bool = True
-    seeds: list[int] | None = None  # default: 10_000 + i, disjoint from training seeds
-    bootstrap_reps: int = Field(2000, ge=100)
-    interval: int = Field(0, ge=0)  # env-steps between evaluations during training (0: none)
-    interval_episodes: int = Field(50, ge=1)  # episodes of each evaluation during training
-    last_k: int = Field(5, ge=1)  # the run's reported figure: mean of the last k evaluations
+    """Final evaluation on held-out seeds, and evaluation during training."""
+
+    episodes: int = Field(10, ge=1, description="episodes of the final evaluation")
+    deterministic: bool = Field(True, description="greedy actions (false: sampled)")
+    seeds: list[int] | None = Field(None, description="reset seeds (default: 10000 + i, disjoint from training seeds)")
+    bootstrap_reps: int = Field(2000, ge=100, description="bootstrap resamples of the confidence intervals")
+    interval: int = Field(0, ge=0, description="env-steps between evaluations during training (0: none)")
+    interval_episodes: int = Field(50, ge=1, description="episodes of each evaluation during training")
+    last_k: int = Field(5, ge=1, description="the run's reported figure: mean of the last k evaluations")
 
 
 class OutputConfig(_Strict):
-    root: str = "runs"
+    """Where runs are written."""
+
+    root: str = Field("runs", description="run directories are <root>/<name>/<timestamp>/")
 
 
 class SweepConfig(_Strict):
-    seeds: int | list[int] = 1
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
-    backend: Literal["local", "ray"] = "local"
-    address: str | None = None
-    max_workers: int | None = Field(None, ge=1)
+    """Many runs of this experiment: seeds times grid points (``morl sweep``)."""
+
+    seeds: int | list[int] = Field(1, description="a number of seeds (train.seed + i) or the list of seeds")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values, e.g. "
+                                       "{agent.name: [QDIQN, IQN]}, or whole sections: {agent: [{...}, {...}]}")
+    backend: Literal["local", "ray"] = Field("local", description="a local process pool or Ray Tune")
+    address: str | None = Field(None, description="Ray cluster address (default: a local Ray instance)")
+    max_workers: int | None = Field(None, ge=1, description="runs at a time (default: the CPU count, at most the number of runs)")
 
     @field_validator("seeds")
     @classmethod
@@ -198,13 +215,16 @@ _RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 
 
 class ExperimentConfig(_Strict):
-    name: str = "experiment"
-    env: EnvConfig
-    agent: AgentConfig
-    train: TrainConfig
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    sweep: SweepConfig | None = None
+    """One experiment: the file's top-level keys."""
+
+    name: str = Field("experiment", description="run name, the folder under output.root (load_config: the file's "
+                                                "stem)")
+    env: EnvConfig = Field(description="the environment")
+    agent: AgentConfig = Field(description="the agent")
+    train: TrainConfig = Field(description="training")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="output folder")
+    sweep: SweepConfig | None = Field(None, description="seeds and grid of morl sweep")
 
     @field_validator("name")
     @classmethod

@@ -17,9 +17,8 @@ All objectives are *maximised*: every environment signs its reward components so
 Why the bootstrap is written here on NumPy rather than taken from ``rliable``: ``rliable`` pulls in
 ``arch`` and ``seaborn`` for one resampling loop; the stratified percentile bootstrap is a few
 vectorised lines (resample run indices within each task, apply the statistic along the last axis,
-take percentiles), and vectorising over replicates is fast enough for evaluation (2,000 replicates of
-100 runs x 10 tasks: about 50 ms for the mean and 80 ms for the IQM, measured on the shared 2-core
-development machine), so a numba kernel is not worth its compile time here.
+take percentiles), and vectorising over replicates is fast enough for evaluation (timings in the
+documentation's results page), so a numba kernel is not worth its compile time here.
 """
 
 from __future__ import annotations

@@ -15,20 +15,10 @@ discounts the mass the agents it has not heard from should have taken since), th
 and 50 m), which shows how the decentralised gap depends on how often the agents meet (the gap comes from agents
 that drain the same samples while out of contact). The gap varies a lot from start to start (most starts give almost
 none, a few 50-80 %), so it is also estimated over ``--gap-seeds`` starts (30) with a bootstrap interval, for log
-gossip with and without predicted consumption (and known starts). Known starts were tried on the tuning map (seed
-99, starts 100..129) before this map: gap of log gossip / predicted / predicted with known starts 13.4 / 9.7 / 6.0 %
-(gmm), 6.5 / 2.6 / 2.5 % (random_gmm), 13.9 / 3.0 / 2.0 % (ring). On the reported map (seed 0, starts 0..29; 266 s
-on 2 cores): 14.6 / 10.2 / 6.2 % [3.4, 9.1] (gmm), 18.5 / 16.9 / 8.0 % [3.0, 12.8] (random_gmm), 16.6 / 5.3 / 1.6 %
-[-0.7, 4.1] (ring), bracketed: the 95 % bootstrap interval of known starts. All use the same tracking gains with
-weight ``100 / (N T)`` (``--tracking-scale`` times the agent-point mass; D2OC's default weight ``1 / (N T)`` made
-every method slower), and SMC a target step of 20 m. Both were chosen on a separate map seed (99) and start seeds
-(100..102), never on the seeds reported here. Tuning runs, mean final W2 of decentralised / centralised D2OC / SMC
-over those 3 starts, by scale (gmm; random_gmm; ring): 3: 8.98/7.91/9.54; 9.70/9.17/11.61; 6.08/6.09/7.93. 10:
-7.72/7.35/8.23; 9.11/8.52/12.06; 5.77/5.60/7.17. 30: 8.85/6.96/8.05; 8.66/7.98/11.95; 6.91/5.25/6.62. 60:
-6.69/6.29/8.14; 8.30/7.74/11.64; 5.16/4.93/6.87. 100: 6.82/6.56/8.29; 8.21/7.64/11.26; 5.07/4.94/7.06. 300:
-6.56/6.25/8.63; 7.67/7.13/11.27. Scale 100 had the smallest largest gap between decentralised and centralised (7.4
-%) with D2OC below SMC on all three; the gap is noisy from scale to scale (150 gave 17 % on gmm), a sign of how much
-it depends on where the agents happen to meet.
+gossip with and without predicted consumption (and known starts). All use the same tracking gains with weight
+``100 / (N T)`` (``--tracking-scale`` times the agent-point mass), and SMC a target step of 20 m, both chosen on a
+separate map seed (99) and start seeds (100..102), never on the seeds reported here. The measured gaps and the
+tuning runs are in the documentation's results page (docs/results.md).
 
 Output (``--out``, default ``runs/reproduce_d2oc``): ``table.md`` (mean final W2 with a 95 % Student-t
 confidence interval over seeds), ``results.json`` (every value, W2-vs-time curves), ``coverage_<density>.png``

@@ -1,5 +1,6 @@
-"""The README's examples stay true: its YAML blocks validate against the config schema, and the Python range
-it states is the one ``setup.cfg`` declares."""
+"""The README's examples stay true: its YAML blocks validate against the config schema, its Python blocks run,
+its bash blocks name scripts, configs and options that exist (``tests/doc_blocks.py``), and the Python range it
+states is the one ``setup.cfg`` declares."""
 
 import configparser
 import re
@@ -8,11 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from doc_blocks import LANGUAGES, bash_problems, code_blocks, with_tiny_budgets
 from morl.config import config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", README, flags=re.S)
+BLOCKS = code_blocks(ROOT / "README.md")
+YAML_BLOCKS = [text for lang, text in BLOCKS if lang == "yaml"]
+PYTHON_BLOCKS = [text for lang, text in BLOCKS if lang == "python"]
+BASH_BLOCKS = [text for lang, text in BLOCKS if lang == "bash"]
 
 
 def test_readme_has_yaml_blocks():
@@ -24,6 +29,21 @@ def test_readme_yaml_block_validates(block):
     data = yaml.safe_load(block)
     data.setdefault("name", "readme")  # the abridged blocks leave the run name out
     config_from_dict(data, source="README.md")
+
+
+def test_readme_uses_only_checked_languages():
+    assert {lang for lang, _ in BLOCKS} <= LANGUAGES, "a README block is neither run nor checked by a test"
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[f"block{i}" for i in range(len(PYTHON_BLOCKS))])
+def test_readme_python_block_runs(block, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(with_tiny_budgets(block), "README.md", "exec"), {"__name__": "__readme__"})
+
+
+@pytest.mark.parametrize("block", BASH_BLOCKS, ids=[f"block{i}" for i in range(len(BASH_BLOCKS))])
+def test_readme_bash_block_names_what_exists(block):
+    assert bash_problems(block) == []
 
 
 def test_readme_python_range_matches_setup_cfg():

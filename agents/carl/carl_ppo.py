@@ -81,6 +81,7 @@ class CaRLPPO(FitsVectorEnvOnLoad, PPO):
         ``clip_range_vf`` is given; ``clip_range_vf=0`` turns value clipping off.
     :param log_vector_returns: log per-objective returns from ``info["vector_reward"]`` (needs the env
         to report it; turn off for envs that do not).
+
     Other parameters are SB3 ``PPO``'s, with CaRL's defaults.
     """
 

@@ -22,6 +22,7 @@ class Lloyd(CoverageController):
 
     :param grid_size: cells per axis of the density grid.
     :param gain: the target is ``p + gain (c_V - p)`` (1: the centroid itself).
+
     Other parameters as :class:`~morl.agents.d2oc.base.CoverageController`.
     """
 

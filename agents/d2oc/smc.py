@@ -53,6 +53,7 @@ class SMC(CoverageController):
     :param n_basis: basis functions per axis K.
     :param step_length: distance of the per-step target along the descent direction (metres).
     :param eps: regulariser of the direction's norm (RCFS uses 0.1 ... small values give bang-bang speed).
+
     Other parameters as :class:`~morl.agents.d2oc.base.CoverageController`.
     """
 

@@ -84,21 +84,15 @@ class QDIQN(IQN):
       much smaller quantile-Huber gradients than a progress return in the hundreds.
     - ``policy_kwargs={"separate_trunks": True}``: one trunk (state embedding, tau embedding, hidden layers)
       per objective, so no objective's loss shapes another's features, at m times the network cost. Default
-      shared, as one IQN with m outputs. On the route comparison (seeds 0..4, equal loss weights) it gave
-      collision 0.31 / success 0.50 against 0.34 / 0.44 shared with weights 50:5:1:0.2 (config comments).
+      shared, as one IQN with m outputs.
     - ``objective_gammas``: one discount per objective (default ``None``: ``gamma`` for all). A Pr-MOMDP may
       give its objectives different horizons, which a scalarised agent cannot (its one return has one
-      discount). On the route scenario neither direction helped the safety head (collision / success rate,
-      seeds 100..104, 100k steps, against 0.36 / 0.19 with 0.99 for all): safety at 0.95, 0.59 / 0.35 (4 seeds;
-      our reading: its value then sees only imminent danger, and progress decides until a crash is unavoidable); at
-      0.995, 0.57 / 0.06.
+      discount).
     - ``objective_risk_etas``: one CVaR level per objective (default ``None``: ``risk_eta`` for all). A single
       level makes every objective risk-averse, progress included, where a risky action's lower tail also holds
       the episodes it ends early, so the safety level's penalty is counted twice. With ``[0.25, 1, 1, 1]`` only
       safety compares its lower quarter; the others compare their whole distribution. The acting and selection
-      grid then holds one block of ``K`` fractions per distinct level (``L K`` rows instead of ``K``). On the route
-      scenario it did not help (collision / success rate, seeds 100..104, 100k steps, against 0.34 / 0.31 with
-      ``risk_eta=0.25`` for all): ``[0.25, 1, 1, 1]`` 0.36 / 0.08, ``[0.25, 0.25, 1, 1]`` 0.37 / 0.17.
+      grid then holds one block of ``K`` fractions per distinct level (``L K`` rows instead of ``K``).
 
     With one objective, ``theta=1`` and any ``delta >= 0``, the subset always holds the greedy
     action (an action that dominates it at every quantile would have a larger mean), so the
