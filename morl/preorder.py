@@ -26,6 +26,8 @@ True
 
 from __future__ import annotations
 
+import difflib
+
 import re
 from collections.abc import Iterable, Sequence
 from functools import cached_property
@@ -294,12 +296,15 @@ class Preorder:
     def reindexed(self, objectives: Sequence[str]) -> Preorder:
         """The same relation with objectives in the given order; the name sets must be equal."""
         objectives = tuple(objectives)
+        # the preorder's own unknown names first: a misspelt token is named, not the correct name it hides
+        for name in self._objectives:
+            if name not in objectives:
+                close = difflib.get_close_matches(name, objectives, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise PreorderError(f"preorder objective {name!r} is not among the objectives {objectives}{hint}")
         for name in objectives:
             if name not in self._index:
                 raise PreorderError(f"objective {name!r} is not in the preorder {str(self)!r}")
-        for name in self._objectives:
-            if name not in objectives:
-                raise PreorderError(f"preorder objective {name!r} is not among the objectives {objectives}")
         perm = [self._index[n] for n in objectives]
         return Preorder(objectives, self._geq[np.ix_(perm, perm)])
 

@@ -130,3 +130,8 @@ def test_peers_and_maximal_follow_the_relation_not_the_generations():
     assert p.peers[3].tolist() == [True, True, True, True]  # comfort outranks nothing and nothing outranks it
     assert p.peers[1].tolist() == [False, True, True, True]
     assert p.maximal([1, 3]) == (1, 3) and p.maximal([0, 1, 2]) == (0,)
+
+
+def test_reindexing_names_the_misspelt_token_with_a_suggestion():
+    with pytest.raises(PreorderError, match=r"preorder objective 'rulez' is not among the objectives .*did you mean 'rules'"):
+        Preorder("safety > rulez").reindexed(("safety", "rules"))
