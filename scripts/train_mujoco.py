@@ -42,6 +42,7 @@ import argparse
 import csv
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import matplotlib
@@ -87,6 +88,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["lexppo", "gate", BASELINE],
                         help="methods to run (the scalarised baseline is always added)")
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel within each method's sweep")
+    parser.add_argument("--side-by-side", action="store_true", help="run the methods' sweeps at the same time "
+                        "(len(methods) x --workers processes) instead of one after another")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / f"mujoco-{time.strftime('%Y%m%d-%H%M%S')}")
     args = parser.parse_args(argv)
     overrides = list(args.set)
@@ -98,16 +101,20 @@ def main(argv=None) -> int:
         args.seeds, overrides = 1, [*overrides, *QUICK]
     args.out.mkdir(parents=True, exist_ok=False)
     keys = [k for k in METHODS if k in args.methods or k == BASELINE]
-    per_method: dict[str, list[tuple[float, float]]] = {}
-    for key in keys:
-        method, path = METHODS[key]
+
+    def sweep(key: str) -> list[tuple[float, float]]:
+        path = METHODS[key][1]
         cfg = load_config(path, overrides)
         if args.quick and "n_steps" in cfg.agent.kwargs:
             cfg = load_config(path, [*overrides, *QUICK_ON_POLICY])
         sweep_dir = run_sweep(cfg, seeds=args.seeds, max_workers=args.workers, sweep_dir=args.out / cfg.name,
                               source=str(path))
-        runs = sorted(p.parent for p in (sweep_dir / "runs").rglob("eval.json"))
-        per_method[method] = [run_metrics(r) for r in runs]
+        return [run_metrics(r) for r in sorted(p.parent for p in (sweep_dir / "runs").rglob("eval.json"))]
+
+    # each sweep runs its seeds in its own worker processes; side by side, the methods share the cores evenly
+    with ThreadPoolExecutor(max_workers=len(keys) if args.side_by_side else 1) as pool:
+        results = list(pool.map(sweep, keys))
+    per_method = {METHODS[k][0]: r for k, r in zip(keys, results)}
 
     rows, summary = [], {}
     for method, values in per_method.items():
