@@ -64,8 +64,8 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import explained_variance
 
-from agents.lexppo.policies import LexActorCriticCnnPolicy, LexActorCriticPolicy, vector_value_policy
-from agents.lexppo.rollout import VecVectorReward, VectorRolloutBuffer
+from morl.agents.lexppo.policies import LexActorCriticCnnPolicy, LexActorCriticPolicy, vector_value_policy
+from morl.agents.lexppo.rollout import VecVectorReward, VectorRolloutBuffer
 from morl.agent_env import env_preorder
 from morl.buffers import log_vector_returns, update_info_buffer_at_ends
 from morl.ppo import ppo_epochs, ppo_loss
@@ -95,11 +95,11 @@ class LexPPO(PPO):
     """PPO with one critic per objective and a policy step that follows the env's preorder.
 
     :param policy: ``"MlpPolicy"`` / ``"CnnPolicy"`` (the vector-value policies of
-        :mod:`agents.lexppo.policies`), an ``ActorCriticPolicy`` subclass, or a ``"package.module:Class"``
-        reference to one (e.g. ``"agents.carl.policies:BetaPolicy"``); a class without a vector value head
-        gets one (:func:`~agents.lexppo.policies.vector_value_policy`).
+        :mod:`morl.agents.lexppo.policies`), an ``ActorCriticPolicy`` subclass, or a ``"package.module:Class"``
+        reference to one (e.g. ``"morl.agents.carl.policies:BetaPolicy"``); a class without a vector value head
+        gets one (:func:`~morl.agents.lexppo.policies.vector_value_policy`).
     :param env: a VecEnv (or anything SB3 accepts) whose envs report ``info["vector_reward"]`` or keep a
-        ``vector_rewards`` array; it is wrapped in :class:`~agents.lexppo.rollout.VecVectorReward`.
+        ``vector_rewards`` array; it is wrapped in :class:`~morl.agents.lexppo.rollout.VecVectorReward`.
     :param preorder: a :class:`~morl.preorder.Preorder` or what :meth:`Preorder.parse` reads; ``None``
         reads the env's ``preorder`` attribute. Reindexed to the env's ``objectives``.
     :param slacks: ε per objective: one number for all, or a mapping objective -> number that names

@@ -6,7 +6,7 @@ outputs instead of one, so ``forward``, ``evaluate_actions`` and ``predict_value
 default). With ``n_objectives=1`` the policy is SB3's, parameter for parameter.
 
 :func:`vector_value_policy` gives any other ``ActorCriticPolicy`` subclass (for instance a Beta-distribution
-actor, ``"agents.carl.policies:BetaPolicy"`` in a config) the same vector value head, so LexPPO can be
+actor, ``"morl.agents.carl.policies:BetaPolicy"`` in a config) the same vector value head, so LexPPO can be
 compared with a scalar PPO that uses the same actor.
 """
 

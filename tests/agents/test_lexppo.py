@@ -15,8 +15,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from agents import LexPPO
-from agents.lexppo import lexicographic_weights, strictly_above
+from morl.agents import LexPPO
+from morl.agents.lexppo import lexicographic_weights, strictly_above
 from morl.preorder import Preorder
 from morl.wrappers import Scalarize, VectorReward, WithPreorder
 
@@ -303,7 +303,7 @@ class Reach(gym.Env):
 
 
 def test_lexppo_takes_another_actor_by_reference_with_its_vector_value_head(tmp_path):
-    from agents.carl.policies import BetaDistribution
+    from morl.agents.carl.policies import BetaDistribution
 
     def make():
         env = VectorReward(Reach(), objectives=Reach.objectives, keys={n: n for n in Reach.objectives})
@@ -311,7 +311,7 @@ def test_lexppo_takes_another_actor_by_reference_with_its_vector_value_head(tmp_
 
     venv = DummyVecEnv([make] * 2)
     kw = {**PPO_KW, "policy_kwargs": {"net_arch": [16]}}
-    model = _quiet(LexPPO("agents.carl.policies:BetaPolicy", venv, slacks=0.1, **kw)).learn(64)
+    model = _quiet(LexPPO("morl.agents.carl.policies:BetaPolicy", venv, slacks=0.1, **kw)).learn(64)
     assert isinstance(model.policy.action_dist, BetaDistribution)
     assert model.policy.value_net.out_features == 2  # one value per objective on the Beta actor
     obs = np.random.default_rng(0).uniform(-1, 1, (8, 2)).astype(np.float32)
@@ -321,10 +321,10 @@ def test_lexppo_takes_another_actor_by_reference_with_its_vector_value_head(tmp_
     loaded = LexPPO.load(tmp_path / "beta", env=venv, device="cpu")
     assert isinstance(loaded.policy.action_dist, BetaDistribution)
     assert np.array_equal(loaded.predict(obs, deterministic=True)[0], actions)
-    with pytest.raises(ValueError, match="agents.carl.policies:NoSuchPolicy"):
-        LexPPO("agents.carl.policies:NoSuchPolicy", venv)
+    with pytest.raises(ValueError, match="morl.agents.carl.policies:NoSuchPolicy"):
+        LexPPO("morl.agents.carl.policies:NoSuchPolicy", venv)
     with pytest.raises(ValueError, match="not an ActorCriticPolicy"):
-        LexPPO("agents.carl.policies:BetaDistribution", venv)
+        LexPPO("morl.agents.carl.policies:BetaDistribution", venv)
 
 
 def test_halfcheetah_configs_share_the_actor():
@@ -333,5 +333,5 @@ def test_halfcheetah_configs_share_the_actor():
 
     policies = {n: load_config(CONFIGS / f"{n}.yaml").agent.policy for n in
                 ("mujoco_halfcheetah_lexppo", "mujoco_halfcheetah_ppo", "mujoco_halfcheetah_ppo_gated")}
-    assert policies["mujoco_halfcheetah_lexppo"] == "agents.carl.policies:BetaPolicy"
+    assert policies["mujoco_halfcheetah_lexppo"] == "morl.agents.carl.policies:BetaPolicy"
     assert policies["mujoco_halfcheetah_ppo"] == policies["mujoco_halfcheetah_ppo_gated"] == "BetaPolicy"
