@@ -23,7 +23,36 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["FitsVectorEnvOnLoad", "agent_env", "is_scalarised"]
+from morl.preorder import Preorder
+
+__all__ = ["FitsVectorEnvOnLoad", "agent_env", "env_preorder", "is_scalarised"]
+
+
+def env_preorder(env, preorder, agent: str):
+    """The :class:`~morl.preorder.Preorder` an agent follows, indexed as the env's reward vector.
+
+    :param env: the agent's VecEnv, or ``None``; its ``objectives`` attribute (when it has one) orders the
+        objectives, and its ``preorder`` attribute stands in for a ``preorder`` of ``None``.
+    :param preorder: a ``Preorder`` or what :meth:`Preorder.parse` reads, or ``None``.
+    :param agent: the agent's name, for the error.
+    :raises ValueError: naming the agent when neither gives a preorder.
+    """
+    objectives = None
+    if env is not None:
+        try:
+            objectives = tuple(env.get_attr("objectives")[0])
+        except (AttributeError, KeyError, NotImplementedError):
+            objectives = None
+        if preorder is None:
+            try:
+                preorder = env.get_attr("preorder")[0]
+            except (AttributeError, KeyError, NotImplementedError):
+                preorder = None
+    if preorder is None:
+        raise ValueError(f"{agent} needs a preorder: pass preorder='a > b > ...' or use an env with a 'preorder' "
+                         "attribute (morl.wrappers.WithPreorder)")
+    preorder = Preorder.parse(preorder)
+    return preorder.reindexed(objectives) if objectives is not None else preorder
 
 
 def is_scalarised(env: gym.Env) -> bool:

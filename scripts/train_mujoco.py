@@ -4,7 +4,7 @@ Runs one sweep per method through morl's experiment layer, then writes
 
 - ``table.md``: per method, cost rate (share of steps over the speed limit) and forward return, each
   with a 95 % bootstrap interval over seeds, and each preordered method's ratios to the scalarised
-  baseline (the issue's targets: cost rate <= 0.5x at forward return >= 0.8x);
+  baseline (targets: cost rate <= 0.5x at forward return >= 0.8x);
 - ``runs.csv``: every run's figures; ``cost_vs_return.png``: cost rate against forward return, one point
   per run and the method means.
 
@@ -12,7 +12,7 @@ Methods (``--methods``, default ``lexppo gate scalarised``), with the same budge
 
 - ``lexppo``: :class:`agents.LexPPO` (lexicographic PPO, Skalse et al. 2022, arXiv 2212.13769) with one critic
   per objective under ``safety > progress > energy`` (``configs/mujoco_halfcheetah_lexppo.yaml``): progress is
-  improved while the cost rate stays within safety's slack (0.02) of 0;
+  improved while the cost rate stays within safety's slack (0.02) of 0; CaRL's Beta actor, as the PPO baselines;
 - ``gate``: CaRL-style PPO on :class:`morl.wrappers.PreorderGate` under ``safety > progress > energy``
   (``configs/mujoco_halfcheetah_ppo_gated.yaml``): a step over the limit earns nothing from progress;
 - ``scalarised``: the same PPO on the equal-weight sum (``configs/mujoco_halfcheetah_ppo.yaml``);
@@ -23,14 +23,12 @@ Methods (``--methods``, default ``lexppo gate scalarised``), with the same budge
 The velocity limit is 1.0 m/s in these configs, not Safety-Gymnasium's 3.2096 m/s: PPO at the CPU budget
 (500k steps) runs about 1 m/s, so the original limit would never bind and both cost rates would be 0.
 
-Measured (3 seeds, 500k steps, 5 deterministic evaluation episodes per run; 30 min with ``--workers 2``):
-the gate's cost rate 0.025 [0.004, 0.062] at forward return 586 [563, 623]; the scalarised baseline's
-0.492 [0.338, 0.604] at 1003 [785, 1222]: 0.05x the cost at 0.58x the forward return. The gate keeps a
-wide margin below the limit (about 0.6 m/s against 1.0) at this budget.
+Measured tables, the figure and the commands that made them: ``docs/results/README.md``.
 
-Example (the issue's setting)::
+Example::
 
     python scripts/train_mujoco.py --seeds 3 --workers 2 --out runs/mujoco_halfcheetah
+    python scripts/train_mujoco.py --seeds 3 --side-by-side --timesteps 300000   # 3 methods x 1 process each
 
 and a smoke run of every default method in about a minute: ``python scripts/train_mujoco.py --quick``.
 Another robot: ``--set env.id=morl/Hopper-v5`` (any ``--set`` applies to every config).
@@ -42,6 +40,7 @@ import argparse
 import csv
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import matplotlib
@@ -87,6 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["lexppo", "gate", BASELINE],
                         help="methods to run (the scalarised baseline is always added)")
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel within each method's sweep")
+    parser.add_argument("--side-by-side", action="store_true", help="run the methods' sweeps at the same time "
+                        "(len(methods) x --workers processes) instead of one after another")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / f"mujoco-{time.strftime('%Y%m%d-%H%M%S')}")
     args = parser.parse_args(argv)
     overrides = list(args.set)
@@ -98,16 +99,20 @@ def main(argv=None) -> int:
         args.seeds, overrides = 1, [*overrides, *QUICK]
     args.out.mkdir(parents=True, exist_ok=False)
     keys = [k for k in METHODS if k in args.methods or k == BASELINE]
-    per_method: dict[str, list[tuple[float, float]]] = {}
-    for key in keys:
-        method, path = METHODS[key]
+
+    def sweep(key: str) -> list[tuple[float, float]]:
+        path = METHODS[key][1]
         cfg = load_config(path, overrides)
         if args.quick and "n_steps" in cfg.agent.kwargs:
             cfg = load_config(path, [*overrides, *QUICK_ON_POLICY])
         sweep_dir = run_sweep(cfg, seeds=args.seeds, max_workers=args.workers, sweep_dir=args.out / cfg.name,
                               source=str(path))
-        runs = sorted(p.parent for p in (sweep_dir / "runs").rglob("eval.json"))
-        per_method[method] = [run_metrics(r) for r in runs]
+        return [run_metrics(r) for r in sorted(p.parent for p in (sweep_dir / "runs").rglob("eval.json"))]
+
+    # each sweep runs its seeds in its own worker processes; side by side, the methods share the cores evenly
+    with ThreadPoolExecutor(max_workers=len(keys) if args.side_by_side else 1) as pool:
+        results = list(pool.map(sweep, keys))
+    per_method = {METHODS[k][0]: r for k, r in zip(keys, results)}
 
     rows, summary = [], {}
     for method, values in per_method.items():

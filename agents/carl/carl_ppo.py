@@ -30,6 +30,7 @@ from stable_baselines3.common.utils import explained_variance
 from morl.agents.carl.policies import BetaPolicy
 from morl.agent_env import FitsVectorEnvOnLoad, agent_env
 from morl.evaluate import with_objective_logger
+from morl.ppo import ppo_epochs, ppo_loss
 from morl.buffers import (
     DeviceRolloutBuffer,
     MORolloutBuffer,
@@ -191,18 +192,8 @@ class CaRLPPO(FitsVectorEnvOnLoad, PPO):
         adv = batch.advantages
         if self.normalize_advantage and len(adv) > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        # Clipped surrogate objective (Schulman et al. 2017, eq. 7)
-        log_ratio = log_prob - batch.old_log_prob
-        ratio = th.exp(log_ratio)
-        policy_loss = -th.min(adv * ratio, adv * th.clamp(ratio, 1 - eps, 1 + eps)).mean()
         value_loss = clipped_value_loss(values, batch.old_values, batch.returns, eps_vf)
-        entropy_loss = -th.mean(entropy) if entropy is not None else th.mean(log_prob)
-        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-        with th.no_grad():
-            approx_kl = th.mean((ratio - 1) - log_ratio)
-            clip_frac = th.mean((th.abs(ratio - 1) > eps).float())
-            stats = th.stack([policy_loss.detach(), value_loss.detach(), entropy_loss.detach(), clip_frac, approx_kl])
-        return loss, stats
+        return ppo_loss(adv, log_prob, batch.old_log_prob, entropy, value_loss, eps, self.ent_coef, self.vf_coef)
 
     def train(self) -> None:
         """One PPO update over the rollout: ``n_epochs`` passes of minibatches of ``batch_size``."""
@@ -210,28 +201,7 @@ class CaRLPPO(FitsVectorEnvOnLoad, PPO):
         self._update_learning_rate(self.policy.optimizer)
         eps = self.clip_range(self._current_progress_remaining)
         eps_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
-        device = self.device
-        sums = th.zeros(5, device=device)  # policy, value, entropy, clip fraction, approx KL
-        n_batches = 0
-        continue_training = True
-        for epoch in range(self.n_epochs):
-            for batch in self.rollout_buffer.get(self.batch_size):
-                loss, stats = self._minibatch_loss(batch, eps, eps_vf)
-                sums += stats
-                n_batches += 1
-                if self.target_kl is not None and stats[4].item() > 1.5 * self.target_kl:
-                    continue_training = False
-                    break
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
-            self._n_updates += 1
-            if not continue_training:
-                break
-        means = (sums / max(n_batches, 1)).cpu().numpy()
-        for key, value in zip(("policy_gradient_loss", "value_loss", "entropy_loss", "clip_fraction", "approx_kl"), means):
-            self.logger.record(f"train/{key}", float(value))
+        ppo_epochs(self, lambda batch: self._minibatch_loss(batch, eps, eps_vf))
         self.logger.record("train/explained_variance",
                            explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

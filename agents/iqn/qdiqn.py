@@ -23,6 +23,7 @@ from morl.agents.iqn.policies import (
     QDMultiInputPolicy,
     check_thresholds,
 )
+from morl.agent_env import env_preorder
 from morl.dominance import check_rule, check_theta, staged_subsets
 from morl.preorder import Preorder
 
@@ -173,22 +174,7 @@ class QDIQN(IQN):
 
     # ------------------------------------------------------------------ setup
     def _resolve_preorder(self) -> Preorder:
-        preorder, objectives = self.preorder, None
-        if self.env is not None:
-            try:
-                objectives = tuple(self.env.get_attr("objectives")[0])
-            except (AttributeError, KeyError, NotImplementedError):
-                objectives = None
-            if preorder is None:
-                try:
-                    preorder = self.env.get_attr("preorder")[0]
-                except (AttributeError, KeyError, NotImplementedError):
-                    preorder = None
-        if preorder is None:
-            raise ValueError("QDIQN needs a preorder: pass preorder='a > b > ...' or use an env with a 'preorder' "
-                             "attribute (morl.wrappers.WithPreorder)")
-        preorder = Preorder.parse(preorder)
-        return preorder.reindexed(objectives) if objectives is not None else preorder
+        return env_preorder(self.env, self.preorder, "QDIQN")
 
     def _setup_model(self) -> None:
         self.preorder = self._resolve_preorder()

@@ -64,10 +64,13 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import explained_variance
 
-from morl.agents.lexppo.policies import LexActorCriticCnnPolicy, LexActorCriticPolicy
+from morl.agents.lexppo.policies import LexActorCriticCnnPolicy, LexActorCriticPolicy, vector_value_policy
 from morl.agents.lexppo.rollout import VecVectorReward, VectorRolloutBuffer
+from morl.agent_env import env_preorder
 from morl.buffers import log_vector_returns, update_info_buffer_at_ends
+from morl.ppo import ppo_epochs, ppo_loss
 from morl.preorder import Preorder
+from morl.registry import import_callable
 
 __all__ = ["LexPPO", "lexicographic_weights", "strictly_above"]
 
@@ -92,7 +95,9 @@ class LexPPO(PPO):
     """PPO with one critic per objective and a policy step that follows the env's preorder.
 
     :param policy: ``"MlpPolicy"`` / ``"CnnPolicy"`` (the vector-value policies of
-        :mod:`morl.agents.lexppo.policies`) or such a class.
+        :mod:`morl.agents.lexppo.policies`), an ``ActorCriticPolicy`` subclass, or a ``"package.module:Class"``
+        reference to one (e.g. ``"morl.agents.carl.policies:BetaPolicy"``); a class without a vector value head
+        gets one (:func:`~morl.agents.lexppo.policies.vector_value_policy`).
     :param env: a VecEnv (or anything SB3 accepts) whose envs report ``info["vector_reward"]`` or keep a
         ``vector_rewards`` array; it is wrapped in :class:`~morl.agents.lexppo.rollout.VecVectorReward`.
     :param preorder: a :class:`~morl.preorder.Preorder` or what :meth:`Preorder.parse` reads; ``None``
@@ -145,6 +150,13 @@ class LexPPO(PPO):
         for key in ("rollout_buffer_class", "rollout_buffer_kwargs"):
             if kwargs.get(key) is not None:
                 raise ValueError(f"LexPPO uses its own rollout buffer (VectorRolloutBuffer); {key} cannot be set")
+        if isinstance(policy, str) and ":" in policy:
+            try:
+                policy = import_callable(policy)
+            except ValueError as exc:
+                raise ValueError(f"policy {policy!r}: {exc}") from None
+        if isinstance(policy, type):
+            policy = vector_value_policy(policy)
         self.preorder = preorder
         self.slacks, self.slack_kind, self.references_given = slacks, slack_kind, references
         self.objective_weights = objective_weights
@@ -173,22 +185,7 @@ class LexPPO(PPO):
 
     # ------------------------------------------------------------------ setup
     def _resolve_preorder(self) -> Preorder:
-        preorder, objectives = self.preorder, None
-        if self.env is not None:
-            try:
-                objectives = tuple(self.env.get_attr("objectives")[0])
-            except (AttributeError, KeyError, NotImplementedError):
-                objectives = None
-            if preorder is None:
-                try:
-                    preorder = self.env.get_attr("preorder")[0]
-                except (AttributeError, KeyError, NotImplementedError):
-                    preorder = None
-        if preorder is None:
-            raise ValueError("LexPPO needs a preorder: pass preorder='a > b > ...' or use an env with a 'preorder' "
-                             "attribute (morl.wrappers.WithPreorder)")
-        preorder = Preorder.parse(preorder)
-        return preorder.reindexed(objectives) if objectives is not None else preorder
+        return env_preorder(self.env, self.preorder, "LexPPO")
 
     def _per_objective(self, name: str, spec, default, valid, what: str, required: bool) -> np.ndarray | list:
         """``spec`` (one value, or a mapping objective -> value) as one entry per objective.
@@ -295,7 +292,8 @@ class LexPPO(PPO):
         return (advantages * weights).sum(dim=1) / weights.sum()
 
     def train(self) -> None:
-        """Eq. (2), then PPO's update on the combined advantage of eq. (1) over ``n_epochs`` passes."""
+        """Eq. (2), then PPO's update (:func:`morl.ppo.ppo_loss`: the clipped surrogate, Schulman et al. 2017,
+        eq. 7) on the combined advantage of eq. (1) over ``n_epochs`` passes."""
         self._vector_carry = log_vector_returns(self.rollout_buffer, self.logger, self.preorder.objectives,
                                                 self._vector_carry)
         self._update_multipliers()
@@ -305,43 +303,20 @@ class LexPPO(PPO):
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
         weights = self.combination_weights()
         weights_t = th.as_tensor(weights, dtype=th.float32, device=self.device)[self._order]
-        sums = th.zeros(5, device=self.device)  # policy, value, entropy losses, clip fraction, approx KL
-        n_batches, continue_training = 0, True
-        for epoch in range(self.n_epochs):
-            for batch in self.rollout_buffer.get(self.batch_size):
-                actions = batch.actions
-                if isinstance(self.action_space, spaces.Discrete):
-                    actions = actions.long().flatten()
-                values, log_prob, entropy = self.policy.evaluate_actions(batch.observations, actions)
-                advantages = self._combined_advantage(batch.vector_advantages, weights_t)
-                # clipped surrogate objective (Schulman et al. 2017, eq. 7) on the combined advantage
-                log_ratio = log_prob - batch.old_log_prob
-                ratio = th.exp(log_ratio)
-                policy_loss = -th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
-                if clip_range_vf is not None:
-                    values = batch.vector_values + th.clamp(values - batch.vector_values, -clip_range_vf, clip_range_vf)
-                value_loss = F.mse_loss(batch.vector_returns, values)  # mean over samples and objectives
-                entropy_loss = th.mean(log_prob) if entropy is None else -th.mean(entropy)
-                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                with th.no_grad():
-                    approx_kl = th.mean((ratio - 1) - log_ratio)
-                    clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).float())
-                    sums += th.stack([policy_loss.detach(), value_loss.detach(), entropy_loss.detach(),
-                                      clip_fraction, approx_kl])
-                n_batches += 1
-                if self.target_kl is not None and approx_kl.item() > 1.5 * self.target_kl:
-                    continue_training = False
-                    break
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
-            self._n_updates += 1
-            if not continue_training:
-                break
-        means = (sums / max(n_batches, 1)).cpu().numpy()
-        for key, value in zip(("policy_gradient_loss", "value_loss", "entropy_loss", "clip_fraction", "approx_kl"), means):
-            self.logger.record(f"train/{key}", float(value))
+
+        def minibatch_loss(batch):
+            actions = batch.actions
+            if isinstance(self.action_space, spaces.Discrete):
+                actions = actions.long().flatten()
+            values, log_prob, entropy = self.policy.evaluate_actions(batch.observations, actions)
+            advantages = self._combined_advantage(batch.vector_advantages, weights_t)
+            if clip_range_vf is not None:
+                values = batch.vector_values + th.clamp(values - batch.vector_values, -clip_range_vf, clip_range_vf)
+            value_loss = F.mse_loss(batch.vector_returns, values)  # mean over samples and objectives
+            return ppo_loss(advantages, log_prob, batch.old_log_prob, entropy, value_loss, clip_range,
+                            self.ent_coef, self.vf_coef)
+
+        ppo_epochs(self, minibatch_loss)
         buffer = self.rollout_buffer
         for k, name in enumerate(self.preorder.objectives):
             self.logger.record(f"train/weight/{name}", float(weights[k] / weights.sum()))

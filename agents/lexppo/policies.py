@@ -4,6 +4,10 @@ The policy is SB3's ``ActorCriticPolicy`` (or its CNN variant) whose ``value_net
 outputs instead of one, so ``forward``, ``evaluate_actions`` and ``predict_values`` return values of shape
 ``(batch, n_objectives)``. The actor and the critic trunk are SB3's (separate ``pi`` / ``vf`` layers by
 default). With ``n_objectives=1`` the policy is SB3's, parameter for parameter.
+
+:func:`vector_value_policy` gives any other ``ActorCriticPolicy`` subclass (for instance a Beta-distribution
+actor, ``"morl.agents.carl.policies:BetaPolicy"`` in a config) the same vector value head, so LexPPO can be
+compared with a scalar PPO that uses the same actor.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy
 from torch import nn
 
-__all__ = ["LexActorCriticCnnPolicy", "LexActorCriticPolicy"]
+__all__ = ["LexActorCriticCnnPolicy", "LexActorCriticPolicy", "vector_value_policy"]
 
 
 class _VectorValueHead:
@@ -57,3 +61,24 @@ class LexActorCriticPolicy(_VectorValueHead, ActorCriticPolicy):
 
 class LexActorCriticCnnPolicy(_VectorValueHead, ActorCriticCnnPolicy):
     """SB3's ``CnnPolicy`` with one value output per objective (see the module docstring)."""
+
+
+_VECTOR_POLICIES: dict[type, type] = {}
+
+
+def vector_value_policy(base: type) -> type:
+    """``base`` (an ``ActorCriticPolicy`` subclass) with a value head of ``n_objectives`` outputs.
+
+    The class is built once per ``base``; one that already has the vector head is returned as it is.
+
+    :raises ValueError: naming ``base`` when it is not an ``ActorCriticPolicy`` subclass.
+    """
+    if not (isinstance(base, type) and issubclass(base, ActorCriticPolicy)):
+        raise ValueError(f"policy {base!r} is not an ActorCriticPolicy subclass (LexPPO needs an actor-critic policy)")
+    if issubclass(base, _VectorValueHead):
+        return base
+    if base not in _VECTOR_POLICIES:
+        _VECTOR_POLICIES[base] = type(f"Vector{base.__name__}", (_VectorValueHead, base),
+                                      {"__doc__": f"{base.__name__} with one value output per objective.",
+                                       "__module__": __name__})
+    return _VECTOR_POLICIES[base]

@@ -282,3 +282,56 @@ def test_lexppo_configs_train_and_evaluate_in_a_tiny_budget(name, tmp_path):
     assert f"train/multiplier/{first}" in progress and f"train/reference/{first}" in progress
     full = load_config(path)
     assert full.train.total_timesteps >= 100_000
+
+
+class Reach(gym.Env):
+    """A continuous-action env with two objectives: the action's first entry, and minus its square."""
+
+    objectives = ("reach", "effort")
+
+    def __init__(self):
+        self.observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = spaces.Box(-2.0, 2.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        a = float(np.asarray(action)[0])
+        return np.zeros(2, np.float32), 0.0, True, False, {"reach": a, "effort": -a * a}
+
+
+def test_lexppo_takes_another_actor_by_reference_with_its_vector_value_head(tmp_path):
+    from morl.agents.carl.policies import BetaDistribution
+
+    def make():
+        env = VectorReward(Reach(), objectives=Reach.objectives, keys={n: n for n in Reach.objectives})
+        return Scalarize(WithPreorder(env, "reach > effort"), [1.0, 1.0])
+
+    venv = DummyVecEnv([make] * 2)
+    kw = {**PPO_KW, "policy_kwargs": {"net_arch": [16]}}
+    model = _quiet(LexPPO("morl.agents.carl.policies:BetaPolicy", venv, slacks=0.1, **kw)).learn(64)
+    assert isinstance(model.policy.action_dist, BetaDistribution)
+    assert model.policy.value_net.out_features == 2  # one value per objective on the Beta actor
+    obs = np.random.default_rng(0).uniform(-1, 1, (8, 2)).astype(np.float32)
+    actions = model.predict(obs, deterministic=True)[0]
+    assert actions.shape == (8, 2) and np.all(np.abs(actions) <= 2.0)
+    model.save(tmp_path / "beta")
+    loaded = LexPPO.load(tmp_path / "beta", env=venv, device="cpu")
+    assert isinstance(loaded.policy.action_dist, BetaDistribution)
+    assert np.array_equal(loaded.predict(obs, deterministic=True)[0], actions)
+    with pytest.raises(ValueError, match="morl.agents.carl.policies:NoSuchPolicy"):
+        LexPPO("morl.agents.carl.policies:NoSuchPolicy", venv)
+    with pytest.raises(ValueError, match="not an ActorCriticPolicy"):
+        LexPPO("morl.agents.carl.policies:BetaDistribution", venv)
+
+
+def test_halfcheetah_configs_share_the_actor():
+    """LexPPO on HalfCheetah uses the baselines' Beta actor, so the comparison does not mix policy families."""
+    from morl.config import load_config
+
+    policies = {n: load_config(CONFIGS / f"{n}.yaml").agent.policy for n in
+                ("mujoco_halfcheetah_lexppo", "mujoco_halfcheetah_ppo", "mujoco_halfcheetah_ppo_gated")}
+    assert policies["mujoco_halfcheetah_lexppo"] == "morl.agents.carl.policies:BetaPolicy"
+    assert policies["mujoco_halfcheetah_ppo"] == policies["mujoco_halfcheetah_ppo_gated"] == "BetaPolicy"

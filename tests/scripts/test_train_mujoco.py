@@ -22,7 +22,7 @@ def test_train_mujoco_quick_runs_lexppo_gate_and_scalarised_with_the_same_budget
     import yaml
 
     out = tmp_path / "quick"
-    assert load_script("train_mujoco").main(["--quick", "--out", str(out)]) == 0
+    assert load_script("train_mujoco").main(["--quick", "--side-by-side", "--out", str(out)]) == 0
     with open(out / "runs.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == ["LexPPO (lexicographic)", "PPO (preorder gate)", "PPO (scalarised)"]
