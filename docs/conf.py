@@ -16,7 +16,7 @@ extensions = [
     "morl_docs",
 ]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "results/*/**"]  # per-run tables and runs under results/ are files the pages link to
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
 html_theme = "furo"
