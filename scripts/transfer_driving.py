@@ -21,12 +21,12 @@ Example::
     python scripts/transfer_driving.py --config configs/driving_iqn.yaml --set train.total_timesteps=100000 \\
         --out runs/transfer --episodes 50 --targets highway-fast-v0 highway-v0 --densities 1 1.5
 
-Training on the Gymnasium env instead of the batched one allows per-env variations, e.g. 3 or 4 lanes (a
-policy trained on the 4-lane road alone meets denser traffic on highway-fast-v0's 3 lanes)::
+A config that trains on ``morl/Highway-v0`` (one Gymnasium env per vector slot) instead of the batched
+scenario may vary the road and traffic per env (``env.kwargs.per_env``); configs/highway_transfer_iqn.yaml
+randomises lanes (3 or 4), traffic count and traffic speed::
 
-    python scripts/transfer_driving.py --set env.scenario=null --set env.id=morl/Highway-v0 \
-        --set 'env.kwargs.per_env={lanes: [3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4]}' \
-        --set train.total_timesteps=200000 --out runs/transfer_dr
+    python scripts/transfer_driving.py --config configs/highway_transfer_iqn.yaml --out runs/transfer_dr \\
+        --finetune-steps 20000
 
 ``--quick`` runs every stage at a tiny budget (the test suite runs it).
 """
@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 METRICS = ("collision_rate", "off_road_rate", "success_rate", "route_completion", "speed")
 EVENTS = ("collision", "off_road", "success")
+HIGHWAY_GYM_ID = "morl/Highway-v0"  # the built-in highway scenario as one Gymnasium env (per-env variations)
 
 
 def parse_args(argv=None):
@@ -72,7 +73,9 @@ def train_agent(config: str, overrides, out: Path) -> Path:
     from morl import experiment
     from morl.config import load_config
 
-    cfg = load_config(config, ["env.scenario=highway", *overrides])  # overrides may switch to morl/Highway-v0
+    cfg = load_config(config, overrides)
+    if cfg.env.id != HIGHWAY_GYM_ID:  # the batched simulator unless the config trains on morl/Highway-v0
+        cfg = load_config(config, ["env.scenario=highway", *overrides])
     return experiment.train(cfg, run_dir=out / "train", source=config, evaluate_after=False)
 
 
@@ -81,7 +84,7 @@ def load_agent(run_dir: Path):
     from morl import experiment, registry
 
     cfg = experiment.load_run_config(run_dir)
-    if cfg.env.scenario != "highway" and cfg.env.id != "morl/Highway-v0":
+    if cfg.env.scenario != "highway" and cfg.env.id != HIGHWAY_GYM_ID:
         raise ValueError(f"run {run_dir} was trained on {cfg.env.scenario or cfg.env.id!r}; transfer needs the "
                          "built-in 'highway' scenario (env.scenario or morl/Highway-v0)")
     model = registry.resolve_agent(cfg.agent.name).load(Path(run_dir) / "model.zip", device="cpu")

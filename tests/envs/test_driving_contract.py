@@ -23,6 +23,7 @@ from envs.driving.traffic import T_D, T_S, T_V, T_VD  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
+ROOT = Path(__file__).resolve().parents[2]
 LANE_W = 4.0
 # the scene, in the built-in simulator's frame (lane 0 rightmost, d to the left): ego in the middle of 3 lanes,
 # 0.5 m left of its lane centre, heading 0.05 rad to the left, target the left lane; a slower car ahead in the
@@ -275,3 +276,29 @@ def test_observation_module_doctest_and_bad_input():
         observation.build_observation(observation.EgoScene(curvature=(0.0,)))
     with pytest.raises(ValueError, match="k_vehicles"):
         observation.build_observation(observation.EgoScene(), k_vehicles=-1)
+
+
+def test_shipped_transfer_config_trains_on_the_gym_env_with_every_road_and_traffic_variation():
+    from morl.config import load_config
+    from morl.experiment import env_kwargs
+
+    cfg = load_config(str(ROOT / "configs" / "highway_transfer_iqn.yaml"))
+    assert cfg.env.id == "morl/Highway-v0" and cfg.env.scenario is None
+    combos = [(k["lanes"], k["n_vehicles"], tuple(k["traffic_speed"]))
+              for k in (env_kwargs(cfg, i) for i in range(cfg.train.n_envs))]
+    # 3 or 4 lanes x 20 or 30 vehicles x two traffic speed ranges, each combination twice among the 16 envs
+    assert sorted(set(combos)) == sorted((lanes, n, speed) for lanes in (3, 4) for n in (20, 30)
+                                         for speed in ((0.65, 0.9), (0.55, 0.85)))
+    assert all(combos.count(c) == 2 for c in combos)
+
+
+def test_transfer_script_trains_a_per_env_config_on_the_gym_env(tmp_path, load_script):
+    script = load_script("transfer_driving")
+    assert script.main(["--quick", "--out", str(tmp_path), "--config", str(ROOT / "configs/highway_transfer_iqn.yaml"),
+                        "--policies", "agent"]) == 0
+    _, cfg = script.load_agent(tmp_path / "train")
+    assert cfg.env.id == "morl/Highway-v0" and cfg.env.scenario is None
+    assert cfg.env.kwargs["per_env"]["lanes"][:2] == [3, 4]
+    rows = json.loads((tmp_path / "transfer.json").read_text())["rows"]
+    assert [(r["backend"], r["policy"]) for r in rows] == [("built-in highway", "agent"),
+                                                          ("highway-fast-v0 density 1", "agent")]
