@@ -28,7 +28,9 @@ randomises lanes (3 or 4), traffic count and traffic speed::
     python scripts/transfer_driving.py --config configs/highway_transfer_iqn.yaml --out runs/transfer_dr \\
         --finetune-steps 20000
 
-``--quick`` runs every stage at a tiny budget (the test suite runs it).
+Backends and policies can run in separate processes (``--targets``, ``--policies``); ``--combine
+A/transfer.json B/transfer.json --out C`` merges their rows into one table and figure. ``--quick`` runs
+every stage at a tiny budget (the test suite runs it).
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--finetune-steps", type=int, default=0, help="fine-tuning steps on the first target (0: none)")
     p.add_argument("--finetune-chunks", type=int, default=4, help="evaluations during fine-tuning")
     p.add_argument("--seed", type=int, default=1000, help="seed of the first evaluation episode")
+    p.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                   help="only merge the rows of these transfer.json files (runs of disjoint backends or "
+                        "policies) into OUT's table and figure")
     p.add_argument("--quick", action="store_true", help="tiny budget for every stage (the test)")
     return p.parse_args(argv)
 
@@ -274,10 +279,29 @@ def plot_curve(curve: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def combine(paths, out: Path) -> str:
+    """Merge the rows of several ``transfer.json`` into one table and figure; a (backend, policy) row twice
+    is an error."""
+    rows, sources = [], []
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        for row in result["rows"]:
+            if any((r["backend"], r["policy"]) == (row["backend"], row["policy"]) for r in rows):
+                raise ValueError(f"{path}: row ({row['backend']!r}, {row['policy']!r}) is already in an earlier file")
+            rows.append(row)
+        sources.append(f"{path} (agent {result['agent']} from {result['run_dir']}, {result['num_timesteps']} steps)")
+    text = write_report(rows, out, "Rows from " + "; ".join(sources))
+    plot(rows, out / "transfer.png")
+    return text
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.combine:
+        print(combine(args.combine, out))
+        return 0
     if args.quick:
         args.episodes = min(args.episodes, 2)
         args.targets, args.densities = args.targets[:1], args.densities[:1]
