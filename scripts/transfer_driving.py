@@ -63,6 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--targets", nargs="+", default=["highway-fast-v0", "highway-v0"], help="highway-env ids")
     p.add_argument("--densities", nargs="+", type=float, default=[1.0, 1.5], help="highway-env vehicles_density")
     p.add_argument("--policies", nargs="+", default=["agent", "idm", "random"], choices=["agent", "idm", "random"])
+    p.add_argument("--skip-builtin", action="store_true", help="evaluate on the highway-env targets only")
     p.add_argument("--finetune-steps", type=int, default=0, help="fine-tuning steps on the first target (0: none)")
     p.add_argument("--finetune-chunks", type=int, default=4, help="evaluations during fine-tuning")
     p.add_argument("--seed", type=int, default=1000, help="seed of the first evaluation episode")
@@ -289,7 +290,10 @@ def combine(paths, out: Path) -> str:
             if any((r["backend"], r["policy"]) == (row["backend"], row["policy"]) for r in rows):
                 raise ValueError(f"{path}: row ({row['backend']!r}, {row['policy']!r}) is already in an earlier file")
             rows.append(row)
-        sources.append(f"{path} (agent {result['agent']} from {result['run_dir']}, {result['num_timesteps']} steps)")
+        policies = sorted({r["policy"] for r in result["rows"]})
+        agent = (f"; agent {result['agent']} from {result['run_dir']}, {result['num_timesteps']} steps"
+                 if "agent" in policies else "")
+        sources.append(f"{path} ({', '.join(policies)}{agent})")
     text = write_report(rows, out, "Rows from " + "; ".join(sources))
     plot(rows, out / "transfer.png")
     return text
@@ -316,8 +320,8 @@ def main(argv=None) -> int:
     if args.quick:  # short episodes
         spec.update(route_length=60.0, duration=3.0)
     rows = []
-    backends = [("built-in highway", None, None)] + [(f"{t} density {d:g}", t, d) for t in args.targets
-                                                     for d in args.densities]
+    backends = [] if args.skip_builtin else [("built-in highway", None, None)]
+    backends += [(f"{t} density {d:g}", t, d) for t in args.targets for d in args.densities]
     for name, target, density in backends:
         for policy in args.policies:
             if policy == "idm" and target is None:
