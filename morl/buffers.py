@@ -688,7 +688,7 @@ class MORolloutBuffer(DeviceRolloutBuffer):
 def vector_reward_array_env(venv):
     """The VecEnv under ``venv``'s wrappers when it keeps each step's vector rewards in one array
     ``vector_rewards`` of shape ``(n_envs, m)``, the array its ``info["vector_reward"]`` entries are read
-    from (the batched simulators do, e.g. ``envs.driving.DrivingVecEnv``); otherwise None."""
+    from (the batched simulators do, e.g. ``morl.envs.driving.DrivingVecEnv``); otherwise None."""
     while isinstance(venv, VecEnvWrapper):
         venv = venv.venv
     rewards = getattr(venv, "vector_rewards", None)

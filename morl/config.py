@@ -88,7 +88,7 @@ class EnvConfig(_Strict):
     id: str | None = None
     scenario: str | None = None
     factory: str | None = None
-    make_vec: str = "envs.driving:make_vec"
+    make_vec: str = "morl.envs.driving:make_vec"
     imports: list[str] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     wrappers: list[WrapperSpec] = Field(default_factory=list)
@@ -376,7 +376,7 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
         if env.scenario is not None and not (isinstance(wrapper, type) and issubclass(wrapper, VecEnvWrapper)):
             raise ConfigError(source, f"env.wrappers.{i}.name",
                               f"{spec.name} is not a VecEnvWrapper: a batched env (env.scenario) takes VecEnv wrappers "
-                              "(e.g. agents.carl:CaRLVecReward), a single env (env.id) takes Gymnasium ones")
+                              "(e.g. morl.agents.carl:CaRLVecReward), a single env (env.id) takes Gymnasium ones")
     # The preorder's and the weights' names are checked against the env's objectives (check_objectives),
     # not against each other: only the env knows which of two differing names is the misspelt one.
     if env.preorder is not None:

@@ -45,7 +45,7 @@ BASELINE_ALGORITHMS = {
 }
 
 #: Sub-packages of ``envs`` that register Gymnasium ids when imported.
-ENV_PACKAGES = ("envs.driving", "envs.mujoco", "envs.coverage", "envs.swarm")
+ENV_PACKAGES = ("morl.envs.driving", "morl.envs.mujoco", "morl.envs.coverage", "morl.envs.swarm")
 
 
 _IMPORT_ERRORS: dict[str, str] = {}
@@ -59,18 +59,18 @@ def _is_algorithm(obj) -> bool:
 def _project_agents() -> dict[str, type]:
     """Agent classes of the ``agents`` package and of its sub-packages' ``__all__``."""
     try:
-        pkg = importlib.import_module("agents")
+        pkg = importlib.import_module("morl.agents")
     except ImportError as exc:
-        _IMPORT_ERRORS["agents"] = str(exc)
+        _IMPORT_ERRORS["morl.agents"] = str(exc)
         return {}
     modules = [pkg]
     for info in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
         if not info.ispkg:
             continue
         try:
-            modules.append(importlib.import_module(f"agents.{info.name}"))
+            modules.append(importlib.import_module(f"morl.agents.{info.name}"))
         except Exception as exc:  # noqa: BLE001 - a broken agent package must not hide the others
-            _IMPORT_ERRORS[f"agents.{info.name}"] = f"{type(exc).__name__}: {exc}"
+            _IMPORT_ERRORS[f"morl.agents.{info.name}"] = f"{type(exc).__name__}: {exc}"
     out = {}
     for module in modules:
         names = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]

@@ -2,7 +2,7 @@
 
 - :class:`PreorderVecGate`: :class:`morl.wrappers.PreorderGate` for a VecEnv, all envs in one array computation.
 
->>> from envs.driving import make_vec
+>>> from morl.envs.driving import make_vec
 >>> venv = PreorderVecGate(make_vec("route", 2, seed=0), {"safety": 0.0}, factor=0.0)
 >>> _ = venv.reset()
 >>> obs, rewards, dones, infos = venv.step([1, 1])

@@ -189,7 +189,7 @@ class Scalarize(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         if np.ndim(reward) == 0 and "vector_reward" in info:
-            # An inner reward wrapper (e.g. agents.carl.CaRLReward) already chose the scalar and kept
+            # An inner reward wrapper (e.g. morl.agents.carl.CaRLReward) already chose the scalar and kept
             # the vector in info: its scalar is the one SB3 trains on.
             return obs, float(reward), terminated, truncated, info
         vec = np.asarray(reward, dtype=np.float32).reshape(-1)

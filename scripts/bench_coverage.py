@@ -1,6 +1,6 @@
 """Benchmark: batched env-steps/s with incremental marginal gains vs recomputing F every step.
 
-Both sides run in this process on the same :class:`~envs.coverage.CoverageVecEnv` code path
+Both sides run in this process on the same :class:`~morl.envs.coverage.CoverageVecEnv` code path
 (``step_arrays``: move, gain, modular reward, trajectory record), with the same random actions:
 
 - ``incremental``: numba kernels update F in O(footprint) (coverage, items) or O(|S|^2) by a
@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from envs.coverage import SCENARIOS, make_vec
+from morl.envs.coverage import SCENARIOS, make_vec
 
 
 def episode_rate(env, actions: np.ndarray) -> float:

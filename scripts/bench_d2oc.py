@@ -24,8 +24,8 @@ import time
 import numpy as np
 import ot
 
-from agents.d2oc import D2OC
-from envs.swarm import SwarmEnv
+from morl.agents.d2oc import D2OC
+from morl.envs.swarm import SwarmEnv
 
 
 def _advance(env, ctrl, steps: int, seed: int = 0):

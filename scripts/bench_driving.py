@@ -41,7 +41,7 @@ def _median_rate(fn, steps_per_run: int, repeats: int) -> tuple[float, float]:
 
 
 def bench_batched(scenario, n_envs, n_vehicles, steps, repeats, parallel):
-    from envs.driving import make_vec
+    from morl.envs.driving import make_vec
 
     venv = make_vec(scenario, n_envs, seed=0, n_vehicles=n_vehicles, parallel=parallel)
     venv.reset()
@@ -61,7 +61,7 @@ def bench_batched(scenario, n_envs, n_vehicles, steps, repeats, parallel):
 
 
 def bench_single(scenario, n_vehicles, steps, repeats):
-    from envs.driving import DrivingEnv
+    from morl.envs.driving import DrivingEnv
 
     env = DrivingEnv(scenario, n_vehicles=n_vehicles)
     env.reset(seed=0)
@@ -103,9 +103,9 @@ _COMPONENTS = ("neighbours (MOBIL steps)", "traffic_accels (MOBIL steps)", "mobi
 def _component_loop():
     import numba
 
-    from envs.driving import sim
-    from envs.driving import traffic as tr
-    from envs.driving.road import MAX_LANES
+    from morl.envs.driving import sim
+    from morl.envs.driving import traffic as tr
+    from morl.envs.driving.road import MAX_LANES
 
     # like the simulator's kernels: no reference counting (the kernels inlined here would otherwise pay an
     # incref/decref per array they receive), so the scratch arrays come from the caller
@@ -156,8 +156,8 @@ def _component_loop():
 def bench_components(scenario, n_envs, n_vehicles, repeats, reps=50):
     """``[(component, ns per env-step)]``: each kernel timed alone over the batch (CPU time, median), the
     MOBIL-step kernels weighted by ``1 / mobil_period``; the last row is the whole step for comparison."""
-    from envs.driving import make_vec
-    from envs.driving.traffic import P_MOBIL_PERIOD
+    from morl.envs.driving import make_vec
+    from morl.envs.driving.traffic import P_MOBIL_PERIOD
 
     venv = make_vec(scenario, n_envs, seed=0, n_vehicles=n_vehicles)
     venv.reset()
@@ -190,7 +190,7 @@ def bench_components(scenario, n_envs, n_vehicles, repeats, reps=50):
 def random_policy_rates(n_episodes: int, seed: int = 0) -> list[tuple[str, str, np.ndarray]]:
     """Collision, off-road and success rates of uniformly random actions: the first episode of each of
     ``n_episodes`` envs (seeds ``seed .. seed + n - 1``), per scenario and action type."""
-    from envs.driving import make_vec
+    from morl.envs.driving import make_vec
 
     out = []
     for scenario in ("highway", "route"):

@@ -87,8 +87,8 @@ def synchronize(device: str) -> None:
 # ------------------------------------------------------------------------------------------------ QDIQN
 def build_qdiqn(device: str, sizes: Sizes, seed: int = 0):
     """QDIQN on ``make_vec("route")`` (m = 4) with a full replay buffer of random-policy transitions."""
-    from agents.iqn import QDIQN
-    from envs.driving import make_vec
+    from morl.agents.iqn import QDIQN
+    from morl.envs.driving import make_vec
 
     venv = make_vec("route", sizes.qd_envs, action_type="discrete", seed=seed)
     n = sizes.qd_quantiles
@@ -126,8 +126,8 @@ def qdiqn_fixed_loss(model, batch_np, tau_next: th.Tensor, taus: th.Tensor) -> f
 # ------------------------------------------------------------------------------------------------ CaRLPPO
 def build_carl(device: str, sizes: Sizes, seed: int = 0):
     """CaRLPPO (Beta policy) on ``make_vec("route", continuous)`` with one rollout collected (and trained on)."""
-    from agents.carl import CaRLPPO
-    from envs.driving import make_vec
+    from morl.agents.carl import CaRLPPO
+    from morl.envs.driving import make_vec
 
     venv = make_vec("route", sizes.carl_envs, action_type="continuous", seed=seed)
     net = list(sizes.carl_net)

@@ -10,7 +10,7 @@ Three measurements, each the median of ``--runs`` (>= 5) timed runs in this one 
    N = N' = K = 32; QR-DQN: 32 quantiles; plain IQN (scalar reward, N = N' = K = 32) for reference.
    Runs alternate between the algorithms, so load from other processes hits them alike. Torch uses the
    same thread count (``--threads``) for all of them. Target: QDIQN / QRDQN >= 0.8.
-2. **QDIQN end-to-end** on ``envs.driving.make_vec("route", 16)``: training env-steps/s (every
+2. **QDIQN end-to-end** on ``morl.envs.driving.make_vec("route", 16)``: training env-steps/s (every
    transition counted), same hyperparameters. Target: >= 5,000 env-steps/s.
 3. **optimal_subset** (``morl.dominance``) for B = 256, m = 4, K = 32, A in {5, 27}: milliseconds a call.
 
@@ -60,7 +60,7 @@ def bench_vs_qrdqn(runs: int, steps: int) -> dict[str, float]:
     """Median env-steps/s of QRDQN-32, IQN and QDIQN (m = 4), timed runs interleaved."""
     from sb3_contrib import QRDQN
 
-    from agents.iqn import IQN, QDIQN
+    from morl.agents.iqn import IQN, QDIQN
 
     quantiles = {"n_quantiles": 32, "n_target_quantiles": 32, "n_quantiles_act": 32}
     models = {
@@ -79,8 +79,8 @@ def bench_vs_qrdqn(runs: int, steps: int) -> dict[str, float]:
 
 
 def bench_end_to_end(runs: int, steps: int, n_envs: int = 16) -> float:
-    from agents.iqn import QDIQN
-    from envs.driving import make_vec
+    from morl.agents.iqn import QDIQN
+    from morl.envs.driving import make_vec
 
     venv = make_vec("route", n_envs, action_type="discrete", seed=0)
     model = QDIQN("MlpPolicy", venv, n_quantiles=32, n_target_quantiles=32, n_quantiles_act=32, **COMMON)

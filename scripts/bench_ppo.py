@@ -1,6 +1,6 @@
 """Benchmark: training env-steps/s of CaRL PPO against SB3 PPO, and end-to-end on the batched simulator.
 
-Everything runs in one process on the built-in route scenario, batched (``envs.driving`` ``route``,
+Everything runs in one process on the built-in route scenario, batched (``morl.envs.driving`` ``route``,
 continuous actions), built the morl way (:func:`morl.experiment.make_vec_env`: scalarised reward for
 SB3, the reward vector in ``info["vector_reward"]``, the NaN check and ``VecMonitor``), on the CPU with
 one torch thread (``train.torch_threads``' default) unless ``--threads`` says otherwise.
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.policies import ActorCriticPolicy  # noqa: E402
 
-from agents.carl import CaRLPPO  # noqa: E402
+from morl.agents.carl import CaRLPPO  # noqa: E402
 from morl.config import config_from_dict  # noqa: E402
 from morl.experiment import make_vec_env  # noqa: E402
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-V_MAX = 40.0  # the simulator's default speed normaliser (envs.driving.batch.default_params v_max)
+V_MAX = 40.0  # the simulator's default speed normaliser (morl.envs.driving.batch.default_params v_max)
 
 
 def rule_policy(obs: np.ndarray, k_vehicles: int = 6) -> int:
@@ -63,7 +63,7 @@ def main(argv=None):
 
     import imageio.v2 as imageio
 
-    from envs.driving import DrivingEnv
+    from morl.envs.driving import DrivingEnv
 
     if args.out.lower().endswith(".mp4"):
         try:

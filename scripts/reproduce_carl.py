@@ -10,7 +10,7 @@ the rollout sized to hold 4 minibatches (as the authors' 4 minibatches per itera
   bootstrap interval over seeds) per reward and minibatch size;
 - ``scaling.png``: route completion and collision rate against minibatch size for both rewards.
 
-Both configs run on the batched route simulator (CaRL's reward by :class:`agents.carl.CaRLVecReward`), 64 envs.
+Both configs run on the batched route simulator (CaRL's reward by :class:`morl.agents.carl.CaRLVecReward`), 64 envs.
 The budget must let the largest minibatch learn: a 16,384-sample minibatch fills a 65,536-sample rollout, so
 300k steps gave it 4 updates and every reward fell with the minibatch; 2M steps give it 30.
 

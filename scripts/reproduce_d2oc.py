@@ -47,9 +47,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from agents.d2oc import D2OC, SMC, Lloyd
-from envs.swarm import SwarmEnv
-from envs.swarm.figures import coverage_figure, w2_curves
+from morl.agents.d2oc import D2OC, SMC, Lloyd
+from morl.envs.swarm import SwarmEnv
+from morl.envs.swarm.figures import coverage_figure, w2_curves
 
 DENSITIES = ("gmm", "random_gmm", "image:ring")
 AUTHORS_RADIUS = 25.0  # m, the communication radius of the authors' tests (comm_thresh)

@@ -4,7 +4,7 @@ For each scenario (``coverage``, ``bimodal``, ``gorilla``, ``experiment_design``
 ``two_rooms``; instance 0, the authors' start cell) and each seed, SubPO and ModPO are trained with the
 same budget, features and hyperparameters; J(pi) = E[F(tau)] is estimated from ``--eval-episodes``
 sampled trajectories of the trained stochastic policy. The oracle reference is the better of two
-planners on the true F and dynamics (:func:`envs.coverage.oracle_plan`: receding-horizon greedy with
+planners on the true F and dynamics (:func:`morl.envs.coverage.oracle_plan`: receding-horizon greedy with
 lookahead 3, and beam search of width 128 on F); it is deterministic and is the normaliser:
 ``normalised F = J / F_oracle``. Writes ``results.json``, ``table.md`` and ``coverage_maps.png``::
 
@@ -48,8 +48,8 @@ def run_one(scenario: str, algo: str, seed: int, iterations: int, n_envs: int, l
     import torch as th
 
     th.set_num_threads(1)  # the machine is shared; small MLPs gain nothing from threads
-    from agents.subpo import ModPO, SubPO
-    from envs.coverage import make_vec
+    from morl.agents.subpo import ModPO, SubPO
+    from morl.envs.coverage import make_vec
 
     cls = {"SubPO": SubPO, "ModPO": ModPO}[algo]
     env = make_vec(scenario, n_envs, seed=seed)
@@ -62,7 +62,7 @@ def run_one(scenario: str, algo: str, seed: int, iterations: int, n_envs: int, l
 
 
 def greedy(scenario: str):
-    from envs.coverage import make_vec, oracle_plan
+    from morl.envs.coverage import make_vec, oracle_plan
 
     env = make_vec(scenario, 1)
     value, traj, planner = oracle_plan(env.obj, int(env.pos[0]), env.horizon, lookahead=3, width=128)
@@ -79,7 +79,7 @@ def continuous(steps: int, seed: int = 0) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
-    import envs.coverage  # noqa: F401  (registers the ids)
+    import morl.envs.coverage  # noqa: F401  (registers the ids)
 
     th.set_num_threads(1)
 
@@ -113,7 +113,7 @@ def plot_maps(results, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from envs.coverage import make_vec
+    from morl.envs.coverage import make_vec
 
     algos = ("SubPO", "ModPO", "Greedy")
     fig, axes = plt.subplots(len(algos), len(SCENARIO_ORDER), figsize=(3.0 * len(SCENARIO_ORDER), 8.4))

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from envs.driving.carla_env import CarlaEnv  # noqa: E402
+from morl.envs.driving.carla_env import CarlaEnv  # noqa: E402
 
 EVENTS = ("collision", "off_road", "red_light", "server_lost")
 

@@ -4,7 +4,7 @@
    ``OUT/train``), or loads a trained run (``--run DIR``).
 2. Evaluates it, with no wrapper and no retraining, on the built-in simulator and on highway-env
    (``--targets``, each at the traffic densities ``--densities``, highway-env's ``vehicles_density``)
-   through :class:`~envs.driving.highway_adapter.HighwayEnvAdapter`, which gives the built-in simulator's
+   through :class:`~morl.envs.driving.highway_adapter.HighwayEnvAdapter`, which gives the built-in simulator's
    observation and action meaning. Baselines on the same episodes: highway-env's own IDM + MOBIL driven ego
    (highway-env only) and a uniformly random policy.
 3. Optionally fine-tunes the transferred weights on the first target for ``--finetune-steps`` steps and
@@ -100,7 +100,7 @@ def load_agent(run_dir: Path):
 # ----------------------------------------------------------------------------- backends
 def builtin_env(cfg, **kwargs):
     """The built-in highway scenario with the run's action type (and ``kwargs``), not its per-env variations."""
-    from envs.driving.env import DrivingEnv
+    from morl.envs.driving.env import DrivingEnv
 
     return DrivingEnv("highway", action_type=dict(cfg.env.kwargs or {}).get("action_type", "discrete"), **kwargs)
 
@@ -108,7 +108,7 @@ def builtin_env(cfg, **kwargs):
 def task(cfg) -> dict:
     """Route length, time budget and step of the built-in scenario the agent was trained in."""
     env = builtin_env(cfg)
-    from envs.driving.traffic import P_DT, P_MAX_STEPS
+    from morl.envs.driving.traffic import P_DT, P_MAX_STEPS
 
     dt, steps = float(env.sim.P[P_DT]), int(env.sim.P[P_MAX_STEPS])
     return {"route_length": float(env.road.length), "dt": dt, "duration": dt * steps,
@@ -116,7 +116,7 @@ def task(cfg) -> dict:
 
 
 def highway_env(target: str, density: float, spec: dict):
-    from envs.driving.highway_adapter import HighwayEnvAdapter
+    from morl.envs.driving.highway_adapter import HighwayEnvAdapter
 
     return HighwayEnvAdapter(target, config={"vehicles_density": density, "duration": spec["duration"]},
                              action=spec["action"], policy_frequency=1.0 / spec["dt"],

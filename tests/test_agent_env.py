@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents import IQN, QDIQN, CaRLPPO
+from morl.agents import IQN, QDIQN, CaRLPPO
 from morl.registry import two_objective_cartpole
 from morl.wrappers import Scalarize
 
@@ -22,7 +22,7 @@ class _Declared(gym.Wrapper):
 
 def test_qdiqn_trains_on_the_package_env_as_given():
     # The first thing a user tries: it used to die in SB3's Monitor (a vector reward is no Python scalar).
-    import envs.driving  # noqa: F401 - registers morl/Route-v0
+    import morl.envs.driving  # noqa: F401 - registers morl/Route-v0
 
     model = QDIQN("MlpPolicy", gym.make("morl/Route-v0", max_steps=20), preorder=None, **TINY)
     model.learn(40)

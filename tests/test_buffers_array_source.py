@@ -23,8 +23,8 @@ from stable_baselines3.common.type_aliases import RolloutBufferSamples
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 import morl.buffers as buffers
-from agents import CaRLPPO
-from envs.driving import make_vec
+from morl.agents import CaRLPPO
+from morl.envs.driving import make_vec
 from morl.buffers import MORolloutBuffer, MORolloutBufferSamples, VectorRewardCallback, vector_reward_array_env
 from morl.registry import two_objective_cartpole
 from morl.wrappers import Scalarize

@@ -75,7 +75,7 @@ def _bad(tmp_path, mutate, overrides=()):
     (lambda d: d["env"].update(preorder="balance > > centred"), "env.preorder", "empty objective name"),
     (lambda d: d["train"].update(device="gpu"), "train.device", "device must be"),
     (lambda d: d.update(sweep={"seeds": 2, "grid": {"agent.name": []}}), "sweep.grid.agent.name", "at least one"),
-    (lambda d: d["env"].update(factory=None, scenario="route", wrappers=[{"name": "agents.carl:CaRLReward"}]),
+    (lambda d: d["env"].update(factory=None, scenario="route", wrappers=[{"name": "morl.agents.carl:CaRLReward"}]),
      "env.wrappers.0.name", "is not a VecEnvWrapper"),
 ])
 def test_each_kind_of_bad_file_names_file_field_problem(tmp_path, mutate, field, problem):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from stable_baselines3.common.logger import configure
 
-from agents import QDIQN
+from morl.agents import QDIQN
 from morl.evaluate import evaluate_policy
 from morl.registry import two_objective_cartpole
 

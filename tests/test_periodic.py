@@ -8,8 +8,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs.driving  # noqa: F401 (registers morl/Route-v0)
-from envs.driving import make_vec
+import morl.envs.driving  # noqa: F401 (registers morl/Route-v0)
+from morl.envs.driving import make_vec
 from morl import experiment
 from morl.config import load_config
 from morl.evaluate import EvalEnvs, run_episodes

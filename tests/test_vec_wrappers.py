@@ -4,8 +4,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs.driving  # noqa: F401
-from envs.driving import make_vec
+import morl.envs.driving  # noqa: F401
+from morl.envs.driving import make_vec
 from morl.vec_wrappers import PreorderVecGate
 from morl.wrappers import PreorderGate
 

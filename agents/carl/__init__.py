@@ -1,7 +1,7 @@
 """CaRL: the simple route-completion reward and large-minibatch PPO with a Beta policy."""
 
-from agents.carl.carl_ppo import CaRLPPO, linear_schedule
-from agents.carl.policies import BetaDistribution, BetaPolicy
-from agents.carl.reward import CaRLReward, CaRLVecReward
+from morl.agents.carl.carl_ppo import CaRLPPO, linear_schedule
+from morl.agents.carl.policies import BetaDistribution, BetaPolicy
+from morl.agents.carl.reward import CaRLReward, CaRLVecReward
 
 __all__ = ["BetaDistribution", "BetaPolicy", "CaRLPPO", "CaRLReward", "CaRLVecReward", "linear_schedule"]

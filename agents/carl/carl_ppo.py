@@ -27,7 +27,7 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
 from stable_baselines3.common.utils import explained_variance
 
-from agents.carl.policies import BetaPolicy
+from morl.agents.carl.policies import BetaPolicy
 from morl.agent_env import FitsVectorEnvOnLoad, agent_env
 from morl.evaluate import with_objective_logger
 from morl.buffers import (

@@ -13,10 +13,10 @@ the episode. The factors, as in the authors' release code, each switchable:
 - comfort: ``1 − 0.5·k/6`` for k of 6 comfort metrics out of bounds (the env reports it);
 - lane centre: ``1 − clip(|d| / (w/2), 0, 1)`` (the env reports it).
 
-The wrapper reads the quantities the env reports in ``info`` (``envs.driving.objectives.CARL_KEYS``),
+The wrapper reads the quantities the env reports in ``info`` (``morl.envs.driving.objectives.CARL_KEYS``),
 so any env reporting them works unchanged: the built-in simulator, the highway-env and CARLA adapters.
 With the default parameters every factor and ``T`` are the env's own (``carl_*`` keys): the reward is the
-env's ``envs.driving.objectives.carl_reward_from_info``, one definition. A parameter that changes a term
+env's ``morl.envs.driving.objectives.carl_reward_from_info``, one definition. A parameter that changes a term
 (``speeding_tolerance``, ``ttc_hold_steps``, ``terminal_penalty``) recomputes only that term, from
 ``speed`` / ``speed_limit``, ``ttc_violation`` and the env's ``carl_terminal_penalty`` (which endings pay ``T``).
 The env's objective vector stays in ``info["vector_reward"]`` for per-objective logging.
@@ -63,7 +63,7 @@ class _CaRLTerms:
             return float(info[key])
         except KeyError:
             raise KeyError(f"{type(self).__name__} needs info[{key!r}]: the env must report the CaRL quantities "
-                           "(envs.driving.objectives.CARL_KEYS)") from None
+                           "(morl.envs.driving.objectives.CARL_KEYS)") from None
 
     def carl_terms(self, get: Callable[[str], np.ndarray], since_ttc: np.ndarray, ended: np.ndarray):
         """``(reward, factors, since_ttc)`` of one step.

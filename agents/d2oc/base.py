@@ -7,10 +7,10 @@ the env and logs the coverage W2 of each finished episode), ``save``/``load`` of
 ``set_random_seed``, ``get_env``/``set_env``, ``logger``/``set_logger`` and ``num_timesteps``.
 
 The task (dynamics, reference samples, horizon T, communication radius) comes from the env's ``task``
-attribute (:class:`envs.swarm.SwarmTask`, duck-typed: ``dynamics.A/B/C``, ``density.samples/weights/domain``,
+attribute (:class:`morl.envs.swarm.SwarmTask`, duck-typed: ``dynamics.A/B/C``, ``density.samples/weights/domain``,
 ``n_agents``, ``max_steps``, ``comm_radius``, ``agent_mass``) or is given as ``task=``. Every method
 turns its high-level target ``x_g`` per agent into inputs with the same precomputed finite-horizon
-tracking gains (:mod:`agents.d2oc.gains`), so the comparison isolates the choice of targets.
+tracking gains (:mod:`morl.agents.d2oc.gains`), so the comparison isolates the choice of targets.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.d2oc.gains import tracking_gains
+from morl.agents.d2oc.gains import tracking_gains
 
 __all__ = ["CoverageController"]
 

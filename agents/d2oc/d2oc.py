@@ -14,7 +14,7 @@ sequential agent order (their ``Main_D2OC.m``):
   (near and heavy first); the target ``x_g`` is the barycenter of the selected mass (Prop. 1 of
   arXiv 2511.18579: the local W2 cost is quadratic around it);
 - **A-2** (control): ``u = K_x x + K_g x_g``, the first input of the finite-horizon tracking QP, from
-  gains precomputed once (:mod:`agents.d2oc.gains`, Thm. 1 of arXiv 2511.18579).
+  gains precomputed once (:mod:`morl.agents.d2oc.gains`, Thm. 1 of arXiv 2511.18579).
 
 Stage B here runs at the start of the next decision, on the observed position, instead of right after
 the agent's simulated move as in the MATLAB code; the sequence of operations per agent is the same
@@ -22,15 +22,15 @@ the agent's simulated move as in the MATLAB code; the sequence of operations per
 An agent whose copy is empty tracks its own position (it stops), as the authors park such agents.
 
 ``predict_consumption=True`` (ours, off by default) lets stage A-1 discount what the agents out of contact
-should have consumed since they were last heard of (:func:`agents.d2oc.kernels._predicted_copy`).
+should have consumed since they were last heard of (:func:`morl.agents.d2oc.kernels._predicted_copy`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from agents.d2oc import kernels
-from agents.d2oc.base import CoverageController
+from morl.agents.d2oc import kernels
+from morl.agents.d2oc.base import CoverageController
 
 __all__ = ["D2OC"]
 

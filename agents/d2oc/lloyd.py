@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.d2oc import kernels
-from agents.d2oc.base import CoverageController
+from morl.agents.d2oc import kernels
+from morl.agents.d2oc.base import CoverageController
 
 __all__ = ["Lloyd"]
 
@@ -22,7 +22,7 @@ class Lloyd(CoverageController):
 
     :param grid_size: cells per axis of the density grid.
     :param gain: the target is ``p + gain (c_V - p)`` (1: the centroid itself).
-    Other parameters as :class:`~agents.d2oc.base.CoverageController`.
+    Other parameters as :class:`~morl.agents.d2oc.base.CoverageController`.
     """
 
     _params = CoverageController._params + ("grid_size", "gain")

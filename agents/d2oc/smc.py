@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.d2oc.base import CoverageController
+from morl.agents.d2oc.base import CoverageController
 
 __all__ = ["SMC", "smc_basis", "smc_coefficients", "smc_weights"]
 
@@ -53,7 +53,7 @@ class SMC(CoverageController):
     :param n_basis: basis functions per axis K.
     :param step_length: distance of the per-step target along the descent direction (metres).
     :param eps: regulariser of the direction's norm (RCFS uses 0.1 ... small values give bang-bang speed).
-    Other parameters as :class:`~agents.d2oc.base.CoverageController`.
+    Other parameters as :class:`~morl.agents.d2oc.base.CoverageController`.
     """
 
     _params = CoverageController._params + ("n_basis", "step_length", "eps")

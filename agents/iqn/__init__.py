@@ -6,10 +6,10 @@
 - :class:`EnsembleIQN`: a bootstrapped ensemble of IQN heads, the paper's ensemble baseline.
 """
 
-from agents.iqn.ensemble_iqn import EnsembleIQN
-from agents.iqn.iqn import IQN
-from agents.iqn.losses import quantile_huber_loss
-from agents.iqn.policies import IQNPolicy, QDIQNPolicy
-from agents.iqn.qdiqn import QDIQN
+from morl.agents.iqn.ensemble_iqn import EnsembleIQN
+from morl.agents.iqn.iqn import IQN
+from morl.agents.iqn.losses import quantile_huber_loss
+from morl.agents.iqn.policies import IQNPolicy, QDIQNPolicy
+from morl.agents.iqn.qdiqn import QDIQN
 
 __all__ = ["IQN", "QDIQN", "EnsembleIQN", "IQNPolicy", "QDIQNPolicy", "quantile_huber_loss"]

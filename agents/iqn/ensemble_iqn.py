@@ -15,8 +15,8 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
-from agents.iqn.iqn import IQN
-from agents.iqn.policies import IQNPolicy
+from morl.agents.iqn.iqn import IQN
+from morl.agents.iqn.policies import IQNPolicy
 
 __all__ = ["EnsembleIQN"]
 
@@ -45,7 +45,7 @@ class EnsembleIQN(IQN):
     :param env: environment with a scalar (scalarised) reward.
     :param n_ensemble: number of heads ``E``.
     :param bootstrap_prob: probability that a head trains on a replay row.
-    :param kwargs: every :class:`~agents.iqn.IQN` parameter.
+    :param kwargs: every :class:`~morl.agents.iqn.IQN` parameter.
     """
 
     policy: IQNPolicy

@@ -3,9 +3,9 @@
 Dabney, Ostrovski, Silver, Munos, "Implicit Quantile Networks for Distributional Reinforcement
 Learning", ICML 2018 (arXiv 1806.06923). The structure follows sb3-contrib's QR-DQN (policy aliases,
 ``_setup_model`` / ``train`` / ``predict`` / ``_on_step``); the network samples its quantile fractions
-instead of fixing them, so the loss is :func:`agents.iqn.losses.quantile_huber_loss`.
+instead of fixing them, so the loss is :func:`morl.agents.iqn.losses.quantile_huber_loss`.
 
-:class:`IQN` is also the base of :class:`~agents.iqn.QDIQN` and :class:`~agents.iqn.EnsembleIQN`:
+:class:`IQN` is also the base of :class:`~morl.agents.iqn.QDIQN` and :class:`~morl.agents.iqn.EnsembleIQN`:
 the training step is written once over ``H`` heads, and the subclasses change only how the next
 action is chosen for the target (:meth:`IQN._next_actions`), which rewards feed the heads
 (:meth:`IQN._rewards`), how the per-head losses combine (:meth:`IQN._combine_losses`) and how a
@@ -30,8 +30,8 @@ from stable_baselines3.common.utils import (
     polyak_update,
 )
 
-from agents.iqn.losses import quantile_huber_loss
-from agents.iqn.policies import CnnPolicy, IQNPolicy, MlpPolicy, MultiInputPolicy
+from morl.agents.iqn.losses import quantile_huber_loss
+from morl.agents.iqn.policies import CnnPolicy, IQNPolicy, MlpPolicy, MultiInputPolicy
 from morl.agent_env import FitsVectorEnvOnLoad, agent_env
 from morl.buffers import DeviceReplayBuffer, update_info_buffer_at_ends
 from morl.evaluate import with_objective_logger

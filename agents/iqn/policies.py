@@ -4,9 +4,9 @@ One network class serves the three agents of this package. It maps an observatio
 quantile fractions ``tau`` to quantiles ``Z(s, a; tau)`` for ``H`` heads and ``|A|`` actions, shape
 ``[B, N, H, A]``:
 
-- :class:`~agents.iqn.IQN`: ``H = 1`` (the scalarised return);
-- :class:`~agents.iqn.QDIQN`: ``H = m``, one head per objective on a shared trunk;
-- :class:`~agents.iqn.EnsembleIQN`: ``H = E`` ensemble members on a shared trunk (Bootstrapped DQN
+- :class:`~morl.agents.iqn.IQN`: ``H = 1`` (the scalarised return);
+- :class:`~morl.agents.iqn.QDIQN`: ``H = m``, one head per objective on a shared trunk;
+- :class:`~morl.agents.iqn.EnsembleIQN`: ``H = E`` ensemble members on a shared trunk (Bootstrapped DQN
   layout, Osband et al. 2016).
 
 Architecture (IQN, Dabney et al. 2018, Eq. 4)::
@@ -302,7 +302,7 @@ class IQNPolicy(BasePolicy):
 
     Acting uses the deterministic grid of ``n_quantiles_act`` mid-point fractions (not fresh samples),
     so ``predict(deterministic=True)`` is a function of the observation. With ``n_heads > 1`` the
-    action maximises the mean over heads (the ensemble mean for :class:`~agents.iqn.EnsembleIQN`).
+    action maximises the mean over heads (the ensemble mean for :class:`~morl.agents.iqn.EnsembleIQN`).
 
     :param observation_space: observation space.
     :param action_space: discrete action space.
@@ -469,7 +469,7 @@ class QDIQNPolicy(IQNPolicy):
     :param theta: quantile-dominance threshold.
     :param delta: per-objective indifference margins (``m`` floats).
     :param thresholds: per-objective satisfaction thresholds (``m`` floats or ``None``; ``None`` = no
-        threshold): quantile dominance compares ``min(Z_k, thresholds[k])``, see :class:`~agents.iqn.QDIQN`.
+        threshold): quantile dominance compares ``min(Z_k, thresholds[k])``, see :class:`~morl.agents.iqn.QDIQN`.
     :param tie_break: one of :data:`TIE_BREAKS`.
     :param subset_rule: ``"staged"`` (default) or ``"rulebook"``: which optimal subset
         (:func:`morl.dominance.optimal_subset`'s ``rule``).

@@ -14,8 +14,8 @@ import torch as th
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
-from agents.iqn.iqn import IQN
-from agents.iqn.policies import (
+from morl.agents.iqn.iqn import IQN
+from morl.agents.iqn.policies import (
     TIE_BREAKS,
     QDCnnPolicy,
     QDIQNPolicy,
@@ -63,11 +63,11 @@ class QDIQN(IQN):
       lowest-precedence level, summed over its objectives — deterministic, as in thresholded
       lexicographic Q-learning, which spends the leftover freedom on the last objective),
       ``"sum_mean"`` (argmax of the sum of all means) or ``"random"`` (uniform in the subset).
-    - ``double_q`` / ``select_taus`` (from :class:`~agents.iqn.IQN`): the subset of ``s'`` is
+    - ``double_q`` / ``select_taus`` (from :class:`~morl.agents.iqn.IQN`): the subset of ``s'`` is
       computed on the target network (default) or the online one, on the deterministic tau grid
       (default) or on sampled fractions. Acting always uses the grid, so QD compares every action
       at the same fractions and ``predict`` is deterministic.
-    - ``risk_eta`` (from :class:`~agents.iqn.IQN`): QD compares the quantiles on the grid over
+    - ``risk_eta`` (from :class:`~morl.agents.iqn.IQN`): QD compares the quantiles on the grid over
       ``(0, risk_eta]``. With the full grid (``1``, default) and ``theta = 0.75`` an action whose
       collision risk is below 75 % is never dominated on safety (its upper quantiles equal the safe
       action's); on ``(0, eta]`` a risk ``p`` shows on a fraction ``p / eta`` of the grid, so
@@ -102,7 +102,7 @@ class QDIQN(IQN):
 
     With one objective, ``theta=1`` and any ``delta >= 0``, the subset always holds the greedy
     action (an action that dominates it at every quantile would have a larger mean), so the
-    targets equal :class:`~agents.iqn.IQN`'s; for ``theta < 1`` they may differ.
+    targets equal :class:`~morl.agents.iqn.IQN`'s; for ``theta < 1`` they may differ.
 
     The mean optimal-subset size is logged as ``train/optimal_subset_size`` (in the targets) and
     ``rollout/optimal_subset_size`` (when acting).
@@ -123,7 +123,7 @@ class QDIQN(IQN):
     :param objective_gammas: discount per objective (``None``: ``gamma`` for all); not with n-step buffers.
     :param objective_risk_etas: CVaR level per objective in (0, 1] (``None``: ``risk_eta`` for all); not with
         ``risk_eta``.
-    :param kwargs: every :class:`~agents.iqn.IQN` parameter.
+    :param kwargs: every :class:`~morl.agents.iqn.IQN` parameter.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {

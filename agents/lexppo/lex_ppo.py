@@ -64,8 +64,8 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import explained_variance
 
-from agents.lexppo.policies import LexActorCriticCnnPolicy, LexActorCriticPolicy
-from agents.lexppo.rollout import VecVectorReward, VectorRolloutBuffer
+from morl.agents.lexppo.policies import LexActorCriticCnnPolicy, LexActorCriticPolicy
+from morl.agents.lexppo.rollout import VecVectorReward, VectorRolloutBuffer
 from morl.buffers import log_vector_returns, update_info_buffer_at_ends
 from morl.preorder import Preorder
 
@@ -92,9 +92,9 @@ class LexPPO(PPO):
     """PPO with one critic per objective and a policy step that follows the env's preorder.
 
     :param policy: ``"MlpPolicy"`` / ``"CnnPolicy"`` (the vector-value policies of
-        :mod:`agents.lexppo.policies`) or such a class.
+        :mod:`morl.agents.lexppo.policies`) or such a class.
     :param env: a VecEnv (or anything SB3 accepts) whose envs report ``info["vector_reward"]`` or keep a
-        ``vector_rewards`` array; it is wrapped in :class:`~agents.lexppo.rollout.VecVectorReward`.
+        ``vector_rewards`` array; it is wrapped in :class:`~morl.agents.lexppo.rollout.VecVectorReward`.
     :param preorder: a :class:`~morl.preorder.Preorder` or what :meth:`Preorder.parse` reads; ``None``
         reads the env's ``preorder`` attribute. Reindexed to the env's ``objectives``.
     :param slacks: ε per objective: one number for all, or a mapping objective -> number that names

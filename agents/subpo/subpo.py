@@ -28,7 +28,7 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 
-from agents.subpo.policies import SubPOPolicy
+from morl.agents.subpo.policies import SubPOPolicy
 from morl.agent_env import FitsVectorEnvOnLoad, agent_env
 
 __all__ = ["SubPO", "ModPO", "CREDITS"]
@@ -82,7 +82,7 @@ class SubPO(FitsVectorEnvOnLoad, BaseAlgorithm):
 
     :param policy: ``"MultiInputPolicy"`` (dict observations of the grid worlds), ``"MlpPolicy"`` (Box
         observations) or a :class:`SubPOPolicy` subclass; both names are :class:`SubPOPolicy`.
-    :param env: a VecEnv whose reward is the marginal gain (e.g. ``envs.coverage.make_vec``), or a Gym id.
+    :param env: a VecEnv whose reward is the marginal gain (e.g. ``morl.envs.coverage.make_vec``), or a Gym id.
     :param learning_rate: Adam learning rate (constant or schedule).
     :param n_steps: steps per env per rollout (default: the env's ``horizon`` attribute).
     :param credit: ``"reward_to_go"`` (paper) or ``"greedy_repo"`` (authors' code).

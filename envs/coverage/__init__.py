@@ -17,15 +17,15 @@ id                             scenario
 ``morl/AntCoverage-v0``        MuJoCo Ant-v5, newly covered 0.4 m cells / 10 (the authors' task), 400 steps
 =============================  =============================================================
 
-The continuous tasks live in :mod:`envs.coverage.continuous` (imported lazily, it loads MuJoCo).
+The continuous tasks live in :mod:`morl.envs.coverage.continuous` (imported lazily, it loads MuJoCo).
 """
 
 from gymnasium.envs.registration import register, registry
 
-from envs.coverage.greedy import beam_plan, greedy_rollout, oracle_plan
-from envs.coverage.maps import GridMap, make_map
-from envs.coverage.objectives import OBJECTIVES, Objective, make_objective
-from envs.coverage.vec_env import SCENARIOS, CoverageEnv, CoverageVecEnv, make_vec
+from morl.envs.coverage.greedy import beam_plan, greedy_rollout, oracle_plan
+from morl.envs.coverage.maps import GridMap, make_map
+from morl.envs.coverage.objectives import OBJECTIVES, Objective, make_objective
+from morl.envs.coverage.vec_env import SCENARIOS, CoverageEnv, CoverageVecEnv, make_vec
 
 __all__ = ["CoverageEnv", "CoverageVecEnv", "make_vec", "SCENARIOS", "ENV_IDS", "CONTINUOUS_IDS", "OBJECTIVES", "Objective",
            "make_objective", "GridMap", "make_map", "greedy_rollout", "beam_plan", "oracle_plan"]
@@ -42,12 +42,12 @@ ENV_IDS = {
 
 for _id, _scenario in ENV_IDS.items():
     if _id not in registry:
-        register(id=_id, entry_point="envs.coverage.vec_env:CoverageEnv", kwargs=dict(SCENARIOS[_scenario]))
+        register(id=_id, entry_point="morl.envs.coverage.vec_env:CoverageEnv", kwargs=dict(SCENARIOS[_scenario]))
 
 #: Continuous-control coverage ids (reward = marginal covered area).
 CONTINUOUS_IDS = {
-    "morl/PointCoverage-v0": "envs.coverage.continuous:make_point_coverage",
-    "morl/AntCoverage-v0": "envs.coverage.continuous:make_ant_coverage",
+    "morl/PointCoverage-v0": "morl.envs.coverage.continuous:make_point_coverage",
+    "morl/AntCoverage-v0": "morl.envs.coverage.continuous:make_ant_coverage",
 }
 for _id, _entry in CONTINUOUS_IDS.items():
     if _id not in registry:

@@ -20,7 +20,7 @@ from gymnasium import spaces
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 from gymnasium.utils import EzPickle
 
-from envs.coverage.maps import ASSETS_DIR
+from morl.envs.coverage.maps import ASSETS_DIR
 
 __all__ = ["MarginalCoverageReward", "PointRobotEnv", "make_point_coverage", "make_ant_coverage"]
 

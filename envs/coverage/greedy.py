@@ -19,7 +19,7 @@ import itertools
 from collections import deque
 
 
-from envs.coverage.objectives import Objective
+from morl.envs.coverage.objectives import Objective
 
 __all__ = ["greedy_rollout", "beam_plan", "oracle_plan"]
 

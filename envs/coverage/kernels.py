@@ -6,7 +6,7 @@ visited set, updates that state, and writes the modular reward ``F({s'})`` used 
 Costs per env and step: coverage O(block**2), items O(1), experiment design O(|S|**2) (one forward
 substitution against the running Cholesky factor, instead of an O(|S|**3) log-determinant).
 
-The plain set-based references these kernels must match live in :mod:`envs.coverage.objectives`.
+The plain set-based references these kernels must match live in :mod:`morl.envs.coverage.objectives`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from envs.coverage.maps import (
+from morl.envs.coverage.maps import (
     GridMap,
     bimodal_density,
     gp_posterior_covariance,

@@ -18,9 +18,9 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 
-from envs.coverage import kernels
-from envs.coverage.maps import make_map
-from envs.coverage.objectives import Objective, make_objective
+from morl.envs.coverage import kernels
+from morl.envs.coverage.maps import make_map
+from morl.envs.coverage.objectives import Objective, make_objective
 
 __all__ = ["CoverageVecEnv", "CoverageEnv", "make_vec"]
 
@@ -57,7 +57,7 @@ class CoverageVecEnv(VecEnv):
     :param incremental: True: incremental marginal gains (numba); False: recompute F from the visited set.
     :param scalarization: accepted for the experiment layer's ``make_vec`` protocol; one objective, so
         only ``None`` or a single positive weight is meaningful (the reward is scaled by it).
-    :param objective_kwargs: passed to :func:`~envs.coverage.objectives.make_objective` (``instance``,
+    :param objective_kwargs: passed to :func:`~morl.envs.coverage.objectives.make_objective` (``instance``,
         ``item_counts``, ``item_demands``, ``lengthscale``, ``noise``, ``n_pseudo``).
     """
 

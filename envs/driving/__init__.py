@@ -1,12 +1,12 @@
 """Driving environments with a vector reward over ``("safety", "rules", "progress", "comfort")``.
 
-- :mod:`envs.driving.objectives`: objective names, default preorder, event keys, the reward-vector formula
+- :mod:`morl.envs.driving.objectives`: objective names, default preorder, event keys, the reward-vector formula
   and the CaRL quantities, shared by every driving simulator (built-in, highway-env, CARLA).
-- The built-in batched numba simulator: :mod:`~envs.driving.road`, :mod:`~envs.driving.geometry`,
-  :mod:`~envs.driving.traffic`, :mod:`~envs.driving.sim`; Gymnasium envs in :mod:`~envs.driving.env`
+- The built-in batched numba simulator: :mod:`~morl.envs.driving.road`, :mod:`~morl.envs.driving.geometry`,
+  :mod:`~morl.envs.driving.traffic`, :mod:`~morl.envs.driving.sim`; Gymnasium envs in :mod:`~morl.envs.driving.env`
   (registered as ``morl/Highway-v0`` and ``morl/Route-v0`` when this package is imported), the SB3
-  ``VecEnv`` in :mod:`~envs.driving.vec_env` (:func:`make_vec`), frames in :mod:`~envs.driving.render`.
-- Adapters with the same objectives, events, CaRL quantities, observation (:mod:`~envs.driving.observation`,
+  ``VecEnv`` in :mod:`~morl.envs.driving.vec_env` (:func:`make_vec`), frames in :mod:`~morl.envs.driving.render`.
+- Adapters with the same objectives, events, CaRL quantities, observation (:mod:`~morl.envs.driving.observation`,
   built once and fed by each backend's state) and action meaning, so a policy trained in the built-in
   simulator runs on them unchanged: :class:`HighwayEnvAdapter` for any highway-env scenario
   (``morl/HighwayEnvAdapter-v0``) and :class:`CarlaEnv` for a CARLA 0.9 server (``morl/Carla-v0``; needs
@@ -15,8 +15,8 @@
 
 from gymnasium.envs.registration import register, registry
 
-from envs.driving.env import SCENARIOS, DrivingEnv, HighwayEnv, RouteEnv
-from envs.driving.objectives import DEFAULT_PREORDER, EVENT_KEYS, OBJECTIVES
+from morl.envs.driving.env import SCENARIOS, DrivingEnv, HighwayEnv, RouteEnv
+from morl.envs.driving.objectives import DEFAULT_PREORDER, EVENT_KEYS, OBJECTIVES
 
 __all__ = ["DrivingEnv", "HighwayEnv", "RouteEnv", "DrivingVecEnv", "StepInfo", "make_vec", "SCENARIOS",
            "OBJECTIVES", "DEFAULT_PREORDER", "EVENT_KEYS", "HighwayEnvAdapter", "CarlaEnv"]
@@ -31,8 +31,8 @@ def __getattr__(name):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f"envs.driving.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'envs.driving' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"morl.envs.driving.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'morl.envs.driving' has no attribute {name!r}")
 
 
 # the env checks its own reward vector; gymnasium's passive checker would warn about a non-scalar reward
@@ -43,4 +43,4 @@ for _id, _entry, _kwargs in (
     ("morl/Carla-v0", "carla_env:CarlaEnv", {}),
 ):
     if _id not in registry:
-        register(id=_id, entry_point=f"envs.driving.{_entry}", kwargs=_kwargs, disable_env_checker=True)
+        register(id=_id, entry_point=f"morl.envs.driving.{_entry}", kwargs=_kwargs, disable_env_checker=True)

@@ -1,7 +1,7 @@
 """Simulator-agnostic pieces of the driving adapters (highway-env and CARLA).
 
 :class:`RoutePolyline` projects a position on a route's centre line; :class:`ObjectiveTracker` turns one
-step's measurements into the reward vector, events and CaRL quantities of :mod:`envs.driving.objectives`.
+step's measurements into the reward vector, events and CaRL quantities of :mod:`morl.envs.driving.objectives`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import gymnasium as gym
 import numpy as np
 
-from envs.driving import objectives as obj
+from morl.envs.driving import objectives as obj
 
 __all__ = ["RoutePolyline", "ObjectiveTracker", "TTC_NONE", "driving_reward_space"]
 
@@ -118,7 +118,7 @@ class ObjectiveTracker:
 
     It differentiates speed, yaw and steering over steps (jerk, yaw rate, steering rate, the six CaRL
     comfort metrics), keeps the route progress and the CaRL TTC-penalty hold, and calls the functions of
-    :mod:`envs.driving.objectives`, so every adapter gives the same numbers for the same situation.
+    :mod:`morl.envs.driving.objectives`, so every adapter gives the same numbers for the same situation.
 
     :param dt: seconds between two steps.
     :param carl_ttc_hold_s: how long (s) CaRL's TTC factor stays 0.5 after a TTC violation (CaRL: 500
@@ -126,7 +126,7 @@ class ObjectiveTracker:
     :param carl_comfort_hold_s: how long (s) a violated comfort metric keeps counting in CaRL's comfort
         factor (CaRL: the last 500 ticks), as in the built-in simulator.
     :param goal_tolerance: the route counts as completed within this many metres of its end.
-    :param scales: kwargs of :func:`envs.driving.objectives.make_scales`.
+    :param scales: kwargs of :func:`morl.envs.driving.objectives.make_scales`.
     """
 
     def __init__(self, dt: float, carl_ttc_hold_s: float = 50.0, carl_comfort_hold_s: float = 50.0,
@@ -166,7 +166,7 @@ class ObjectiveTracker:
         """Account one step.
 
         :return: ``(reward, info, hard, success)``: the float32 reward vector, the ``info`` quantities
-            (:data:`envs.driving.objectives.INFO_KEYS` plus ``vector_reward``), whether a hard
+            (:data:`morl.envs.driving.objectives.INFO_KEYS` plus ``vector_reward``), whether a hard
             infraction ends the episode, and whether the route was completed.
         """
         dt, p = self.dt, self.prev

@@ -1,9 +1,9 @@
 """Python side of the batched simulator: the kernels' parameter vector and the :class:`BatchSim` holder.
 
 :func:`default_params` turns keyword arguments into the float64 vector the kernels of
-:mod:`envs.driving.sim` read (indices ``P_*`` of :mod:`envs.driving.traffic`); :class:`BatchSim` owns the
-per-env state arrays, seeds them, and calls :func:`~envs.driving.sim.batch_reset` /
-:func:`~envs.driving.sim.batch_step` (optionally on several threads).
+:mod:`morl.envs.driving.sim` read (indices ``P_*`` of :mod:`morl.envs.driving.traffic`); :class:`BatchSim` owns the
+per-env state arrays, seeds them, and calls :func:`~morl.envs.driving.sim.batch_reset` /
+:func:`~morl.envs.driving.sim.batch_step` (optionally on several threads).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import weakref
 
 import numpy as np
 
-from envs.driving import traffic as tr
-from envs.driving.sim import (N_EGO_FIELDS, N_INFO, batch_reset, batch_step, batch_step_shared, obs_size,
+from morl.envs.driving import traffic as tr
+from morl.envs.driving.sim import (N_EGO_FIELDS, N_INFO, batch_reset, batch_step, batch_step_shared, obs_size,
                               seed_envs)
-from envs.driving.traffic import (N_PARAMS, N_TRAFFIC_FIELDS, P_ACC_MAX, P_BACK, P_COMFORT_HOLD, P_CONTINUOUS,
+from morl.envs.driving.traffic import (N_PARAMS, N_TRAFFIC_FIELDS, P_ACC_MAX, P_BACK, P_COMFORT_HOLD, P_CONTINUOUS,
                                   P_DT, P_EGO_ACTIVE, P_EGO_SPEED_OBS, P_FRONT, P_GRID_STEP, P_INIT_SPEED_F, P_K,
                                   P_LANE_W, P_LENGTH, P_MAX_STEER, P_MAX_STEPS, P_N_LANES, P_RECYCLE, P_SHOULDER,
                                   P_SPEED_STEP, P_STEP_REF, P_TTC_HOLD, P_V_MAX, P_VEH_LEN, P_VEH_WID, P_WHEELBASE)
@@ -34,7 +34,7 @@ def default_params(road, *, dt=0.2, v_max=40.0, acc_max=5.0, max_steer=0.2, whee
                    spawn_gap=18.0, decel_max=9.0, init_speed=0.8, recycle_traffic=True) -> np.ndarray:
     """Parameter vector of the kernels (float64, indices ``P_*``); the keyword defaults are the simulator's.
 
-    :param road: the :class:`~envs.driving.road.Road`.
+    :param road: the :class:`~morl.envs.driving.road.Road`.
     :param dt: step length (s).
     :param v_max: top speed of the ego (m/s), also the speed normaliser of observations.
     :param acc_max: ego acceleration at continuous action 1 (m/s^2); bound of the speed controller.
@@ -137,10 +137,10 @@ class BatchSim:
     :param road: the road shared by the batch.
     :param n_envs: number of environments ``E``.
     :param n_vehicles: traffic vehicles per env ``V``.
-    :param scales: reward scaling (:func:`envs.driving.objectives.make_scales`).
+    :param scales: reward scaling (:func:`morl.envs.driving.objectives.make_scales`).
     :param params: kernel parameters (:func:`default_params`).
     :param parallel: step the batch on ``n_threads`` threads, the calling one and ``n_threads - 1`` workers,
-        which claim chunks of envs from a shared counter (:func:`~envs.driving.sim.batch_step_shared`; the
+        which claim chunks of envs from a shared counter (:func:`~morl.envs.driving.sim.batch_step_shared`; the
         kernel releases the GIL); the result is the serial step's, bit for bit. (Not numba's ``prange``: its
         OpenMP layer measured 10x slower than serial with other jobs busy on the cores, and it is process-wide.)
     :param n_threads: threads for ``parallel`` (default: the CPU count).

@@ -2,10 +2,10 @@
 
 :class:`CarlaEnv` is a Gymnasium env that drives one ego vehicle along a route in a running CARLA
 server through the ``carla`` Python client, and gives the same contract as the built-in simulator and
-the highway-env adapter (:mod:`envs.driving.objectives`): a float32 reward vector
+the highway-env adapter (:mod:`morl.envs.driving.objectives`): a float32 reward vector
 ``(safety, rules, progress, comfort)``, ``objectives``, ``reward_space``, a ``preorder``, and the event
 and CaRL quantities in ``info``. The ``carla`` module is imported only when the env connects, so
-``import envs.driving`` works without it.
+``import morl.envs.driving`` works without it.
 
 How each quantity is measured:
 
@@ -26,7 +26,7 @@ Traffic Manager synchronous too. When the client loses the server (the ``Runtime
 time-out), the step ends the episode as truncated with ``info["server_lost"] = True`` and the next
 :meth:`CarlaEnv.reset` reconnects with exponential backoff, so a training run goes on.
 
-Observation: the built-in simulator's (:mod:`envs.driving.observation`, :data:`OBS_DIM` with the default
+Observation: the built-in simulator's (:mod:`morl.envs.driving.observation`, :data:`OBS_DIM` with the default
 ``k_vehicles``), measured from CARLA's state. CARLA's frame is left-handed (``y`` to the driver's right), so
 lateral quantities change sign: heading error and lane offset against the lane's waypoint
 (``map.get_waypoint``); the road's width from the driving lanes in the ego's direction beside it
@@ -58,9 +58,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from envs.driving import objectives as obj
-from envs.driving import observation as ob
-from envs.driving.adapter_common import TTC_NONE, ObjectiveTracker, RoutePolyline, _wrap_angle, driving_reward_space
+from morl.envs.driving import objectives as obj
+from morl.envs.driving import observation as ob
+from morl.envs.driving.adapter_common import TTC_NONE, ObjectiveTracker, RoutePolyline, _wrap_angle, driving_reward_space
 from morl.preorder import Preorder
 
 __all__ = ["CarlaEnv", "SpawnError", "load_route", "import_carla", "OBS_DIM", "ROUTES_DIR"]
@@ -147,9 +147,9 @@ class CarlaEnv(gym.Env):
     :param k_vehicles: vehicles in the observation.
     :param v_max: top target speed and speed normaliser (m/s); ``acc_max``: acceleration normaliser and the
         speed controller's bound (m/s^2); ``speed_step``: target-speed step of FASTER / SLOWER (m/s).
-    :param carl_ttc_hold_s: see :class:`envs.driving.highway_adapter.ObjectiveTracker`.
-    :param carl_comfort_hold_s: see :class:`envs.driving.highway_adapter.ObjectiveTracker`.
-    :param scales: kwargs of :func:`envs.driving.objectives.make_scales`.
+    :param carl_ttc_hold_s: see :class:`morl.envs.driving.highway_adapter.ObjectiveTracker`.
+    :param carl_comfort_hold_s: see :class:`morl.envs.driving.highway_adapter.ObjectiveTracker`.
+    :param scales: kwargs of :func:`morl.envs.driving.objectives.make_scales`.
     """
 
     metadata = {"render_modes": []}
@@ -367,7 +367,7 @@ class CarlaEnv(gym.Env):
 
     def _ttc_and_neighbours(self, loc, yaw, speed, lane_yaw):
         """Time to collision with the traffic in the ego's path, and the traffic's ``(ds, dd, vs, vd)`` rows in
-        the lane's frame, left-positive (:func:`envs.driving.observation.build_observation`)."""
+        the lane's frame, left-positive (:func:`morl.envs.driving.observation.build_observation`)."""
         c, s = math.cos(yaw), math.sin(yaw)
         cl, sl = math.cos(lane_yaw), math.sin(lane_yaw)
         best, rows = TTC_NONE, []

@@ -1,11 +1,11 @@
 """Gymnasium environments of the built-in driving simulator (``morl/Highway-v0``, ``morl/Route-v0``).
 
-The reward is a float32 vector over :data:`~envs.driving.objectives.OBJECTIVES` (MO-Gymnasium convention
-plus names); ``info`` carries the event keys and the CaRL quantities of :mod:`envs.driving.objectives`.
-One env is a batch of one of :class:`~envs.driving.batch.BatchSim`, so it runs the same kernels as the
-batched :class:`~envs.driving.vec_env.DrivingVecEnv` and, seeded alike, gives the same trajectories.
+The reward is a float32 vector over :data:`~morl.envs.driving.objectives.OBJECTIVES` (MO-Gymnasium convention
+plus names); ``info`` carries the event keys and the CaRL quantities of :mod:`morl.envs.driving.objectives`.
+One env is a batch of one of :class:`~morl.envs.driving.batch.BatchSim`, so it runs the same kernels as the
+batched :class:`~morl.envs.driving.vec_env.DrivingVecEnv` and, seeded alike, gives the same trajectories.
 
->>> import gymnasium as gym, envs.driving
+>>> import gymnasium as gym, morl.envs.driving
 >>> env = gym.make("morl/Route-v0", action_type="continuous")
 >>> obs, info = env.reset(seed=0)
 >>> obs2, reward, terminated, truncated, info = env.step(env.action_space.sample())
@@ -19,16 +19,16 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.driving import objectives as ob
-from envs.driving.batch import BatchSim, default_params
-from envs.driving.road import build_road
-from envs.driving.sim import E_RC, N_META_ACTIONS, batch_observe
+from morl.envs.driving import objectives as ob
+from morl.envs.driving.batch import BatchSim, default_params
+from morl.envs.driving.road import build_road
+from morl.envs.driving.sim import E_RC, N_META_ACTIONS, batch_observe
 from morl.preorder import Preorder
 
 __all__ = ["DrivingEnv", "HighwayEnv", "RouteEnv", "SCENARIOS", "build_sim_config", "check_actions"]
 
-#: Scenario defaults: road keywords (see :mod:`envs.driving.road`) and simulator keywords
-#: (see :func:`envs.driving.batch.default_params`); every one can be overridden by a constructor kwarg.
+#: Scenario defaults: road keywords (see :mod:`morl.envs.driving.road`) and simulator keywords
+#: (see :func:`morl.envs.driving.batch.default_params`); every one can be overridden by a constructor kwarg.
 SCENARIOS: dict[str, dict] = {
     # straight 4-lane highway, limit 30 m/s, dense traffic at 65-90 % of the limit: about 170 steps at the
     # initial speed to the end of the 800 m route
@@ -54,9 +54,9 @@ def build_sim_config(scenario: str, action_type: str = "discrete", reward_scales
 
     :param scenario: ``"highway"`` or ``"route"``.
     :param action_type: ``"discrete"`` (meta-actions) or ``"continuous"`` (``(accel, steer)`` in ``[-1, 1]``).
-    :param reward_scales: keywords of :func:`envs.driving.objectives.make_scales`.
+    :param reward_scales: keywords of :func:`morl.envs.driving.objectives.make_scales`.
     :param kwargs: road keywords (``lanes``, ``length``, ``speed_limit`` / ``speed_limits``, ``lane_width``,
-        ``curvature``, ``lane_drop``), ``n_vehicles``, and any keyword of :func:`envs.driving.batch.default_params`.
+        ``curvature``, ``lane_drop``), ``n_vehicles``, and any keyword of :func:`morl.envs.driving.batch.default_params`.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; expected one of {sorted(SCENARIOS)}")
@@ -142,7 +142,7 @@ class DrivingEnv(gym.Env):
         (highway-env's order) through a lane and speed controller; ``"continuous"``: ``(accel, steer)`` in
         ``[-1, 1]``, scaled by ``acc_max`` (m/s^2) and ``max_steer`` (rad).
     :param render_mode: ``None`` or ``"rgb_array"`` (top-down frames drawn with numpy).
-    :param reward_scales: keywords of :func:`envs.driving.objectives.make_scales`.
+    :param reward_scales: keywords of :func:`morl.envs.driving.objectives.make_scales`.
     :param preorder: precedence over the objectives (default ``"safety > rules > progress > comfort"``).
     :param kwargs: scenario parameters: ``lanes``, ``length``, ``speed_limit`` (highway) or ``speed_limits``
         (route), ``curvature``, ``lane_drop``, ``n_vehicles``, ``dt``, ``max_steps``, ... (see
@@ -198,7 +198,7 @@ class DrivingEnv(gym.Env):
     def render(self):
         if self.render_mode != "rgb_array":
             return None
-        from envs.driving.render import render_frame
+        from morl.envs.driving.render import render_frame
         return render_frame(self.road, self.sim.ego[0], self.sim.traf[0], self.sim.P)
 
 

@@ -1,7 +1,7 @@
 """Scalar numba kernels of the driving simulator: RNG, road look-ups, kinematics, IDM, box overlap.
 
 Every function here is ``numba.njit(cache=True)`` and works on scalars or small arrays, so the batched
-step in :mod:`envs.driving.sim` composes them and the tests can call each one from Python and compare
+step in :mod:`morl.envs.driving.sim` composes them and the tests can call each one from Python and compare
 it with a plain reference implementation.
 """
 

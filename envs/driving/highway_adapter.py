@@ -2,13 +2,13 @@
 
 :class:`HighwayEnvAdapter` wraps a highway-env environment (``highway-v0``, ``highway-fast-v0``,
 ``merge-v0``, ``roundabout-v0``, ``intersection-v0``, ...) so that it speaks the same contract as the
-built-in simulator and the CARLA adapter (:mod:`envs.driving.objectives`): a float32 reward vector
+built-in simulator and the CARLA adapter (:mod:`morl.envs.driving.objectives`): a float32 reward vector
 ``(safety, rules, progress, comfort)``, ``objectives``, ``reward_space``, a ``preorder``, and the event
 and CaRL quantities in ``info``. By default it also gives the built-in simulator's observation and action
 meaning (``observation="driving"``, ``action="discrete"`` or ``"continuous"``), so a policy trained in the
 built-in simulator steps on highway-env as it is; ``observation="native"`` keeps highway-env's own.
 
-Observation (:mod:`envs.driving.observation`), measured in the ego's lane frame (highway-env's ``y`` points
+Observation (:mod:`morl.envs.driving.observation`), measured in the ego's lane frame (highway-env's ``y`` points
 to the driver's right, so lateral quantities change sign): lane offset and heading error from
 ``lane.local_coordinates`` and ``lane.heading_at``; the road's edges from the lanes of the ego's road;
 left / right lane from the lane index (highway-env numbers lanes from the left); the speed limits of the
@@ -54,7 +54,7 @@ Every quantity is measured from the wrapped env's state, not from its scalar rew
 (dtype('float32'), (4,), True)
 
 The simulator-agnostic helpers both adapters use, :class:`RoutePolyline` and :class:`ObjectiveTracker`,
-are in :mod:`envs.driving.adapter_common` (re-exported here).
+are in :mod:`morl.envs.driving.adapter_common` (re-exported here).
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ from collections.abc import Mapping
 import gymnasium as gym
 import numpy as np
 
-from envs.driving import objectives as obj
-from envs.driving import observation as ob
-from envs.driving.adapter_common import TTC_NONE, ObjectiveTracker, RoutePolyline, _wrap_angle, driving_reward_space
+from morl.envs.driving import objectives as obj
+from morl.envs.driving import observation as ob
+from morl.envs.driving.adapter_common import TTC_NONE, ObjectiveTracker, RoutePolyline, _wrap_angle, driving_reward_space
 from morl.preorder import Preorder
 
 __all__ = ["HighwayEnvAdapter", "RoutePolyline", "ObjectiveTracker", "TTC_NONE", "driving_reward_space"]
@@ -128,7 +128,7 @@ class HighwayEnvAdapter(gym.Wrapper, gym.utils.RecordConstructorArgs):
     :param action: ``"continuous"`` sets highway-env's ``ContinuousAction`` and ``"discrete"`` its
         ``DiscreteMetaAction``, both with the built-in simulator's meaning (module docstring); None keeps
         the env's action type and meaning. Only with an id.
-    :param observation: ``"driving"``: the built-in simulator's observation (:mod:`envs.driving.observation`);
+    :param observation: ``"driving"``: the built-in simulator's observation (:mod:`morl.envs.driving.observation`);
         ``"native"``: the wrapped env's own.
     :param k_vehicles: vehicles in the ``"driving"`` observation.
     :param policy_frequency: policy steps per second (highway-env's ``policy_frequency``); None keeps the
@@ -144,7 +144,7 @@ class HighwayEnvAdapter(gym.Wrapper, gym.utils.RecordConstructorArgs):
     :param terminate_off_road: end the episode when the ego leaves the road (CaRL: a hard infraction).
     :param carl_ttc_hold_s: see :class:`ObjectiveTracker`.
     :param carl_comfort_hold_s: see :class:`ObjectiveTracker`.
-    :param scales: kwargs of :func:`envs.driving.objectives.make_scales`.
+    :param scales: kwargs of :func:`morl.envs.driving.objectives.make_scales`.
     """
 
     def __init__(self, env: gym.Env | str, config: Mapping | None = None, action: str | None = None,
@@ -318,7 +318,7 @@ class HighwayEnvAdapter(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return scene, np.asarray(rows, dtype=np.float64).reshape(-1, 4)
 
     def observe(self) -> np.ndarray:
-        """The built-in simulator's observation of the current state (:mod:`envs.driving.observation`)."""
+        """The built-in simulator's observation of the current state (:mod:`morl.envs.driving.observation`)."""
         scene, neighbours = self.scene()
         return ob.build_observation(scene, neighbours, self.k_vehicles, self.continuous, self.v_max, self.max_steer,
                                     self.acc_max)

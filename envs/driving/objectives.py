@@ -1,6 +1,6 @@
 """Driving objectives: names, default preorder, event keys and the per-step reward vector.
 
-This module is the contract between every driving simulator in :mod:`envs.driving` (the built-in
+This module is the contract between every driving simulator in :mod:`morl.envs.driving` (the built-in
 numba simulator, the highway-env adapter, the CARLA adapter). It knows nothing about any simulator:
 each one measures the same plain quantities (collision, off-road, time-to-collision, speed, speed
 limit, distance gained along the route, jerk, steering rate, lateral offset from the lane centre, ...)

@@ -17,7 +17,7 @@ Vehicles (K x :data:`N_VEH_OBS` = 5, like highway-env's ``Kinematics``): presenc
 relative longitudinal and lateral speed / 20, the K nearest first (Euclidean in ``(ds, dd)``, ties to the
 lower index) among those within :data:`WINDOW` metres along the road; absent rows are zero.
 
-The numba functions are inlined into the built-in simulator's step (:func:`envs.driving.sim.write_obs_cs`);
+The numba functions are inlined into the built-in simulator's step (:func:`morl.envs.driving.sim.write_obs_cs`);
 :func:`build_observation` gives the adapters the same arithmetic from Python.
 
 >>> ego = EgoScene(speed=25.0, speed_limit=30.0, lane_width=4.0, road_half_width=6.0, left_lane=True)
@@ -45,7 +45,7 @@ N_VEH_OBS = 5
 WINDOW = 60.0
 #: distances ahead (m) of the curvature samples
 ROUTE_AHEAD = (0.0, 20.0, 50.0)
-#: the built-in simulator's defaults of the normalisers (``envs.driving.batch.default_params``), which the
+#: the built-in simulator's defaults of the normalisers (``morl.envs.driving.batch.default_params``), which the
 #: adapters use too: speed (m/s), acceleration (m/s^2) and steering angle (rad) at 1; observed vehicles
 V_MAX, ACC_MAX, MAX_STEER, K_VEHICLES = 40.0, 5.0, 0.2, 6
 

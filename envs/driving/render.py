@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.driving.sim import E_D, E_PSI, E_S
-from envs.driving.traffic import P_VEH_LEN, P_VEH_WID, T_D, T_S, T_V, T_VD
+from morl.envs.driving.sim import E_D, E_PSI, E_S
+from morl.envs.driving.traffic import P_VEH_LEN, P_VEH_WID, T_D, T_S, T_V, T_VD
 
 __all__ = ["render_frame"]
 
@@ -48,7 +48,7 @@ def _box_points(s, d, heading, length, width, step):
 def render_frame(road, ego_row, traf_e, P, width: int = 300, height: int = 400, px_per_m: float = 3.0) -> np.ndarray:
     """An ``(height, width, 3)`` uint8 top-down frame around the ego.
 
-    :param road: the :class:`~envs.driving.road.Road`.
+    :param road: the :class:`~morl.envs.driving.road.Road`.
     :param ego_row: the env's ego state (``ego[e]``).
     :param traf_e: the env's traffic state (``traf[e]``).
     :param P: the kernels' parameter vector.

@@ -7,7 +7,7 @@ which is how a lane drop (or a merge: the merging lane ends) is written. Curvatu
 sampled on a grid of spacing ``grid_step`` along ``s``; the Cartesian reference line (for rendering) is
 the integral of the curvature.
 
-A :class:`Road` is plain data; the kernels of :mod:`envs.driving.sim` receive its arrays.
+A :class:`Road` is plain data; the kernels of :mod:`morl.envs.driving.sim` receive its arrays.
 """
 
 from __future__ import annotations

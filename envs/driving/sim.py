@@ -2,8 +2,8 @@
 
 One call of :func:`batch_step` advances every environment by one step: the ego (kinematic bicycle, from a
 discrete meta-action through a lane/speed controller or from a continuous ``(accel, steer)``), the
-traffic (IDM + MOBIL, :mod:`envs.driving.traffic`), the checks (oriented-box collision, off-road, time to
-collision, route completion), the reward vector (:mod:`envs.driving.objectives`), the ``info``
+traffic (IDM + MOBIL, :mod:`morl.envs.driving.traffic`), the checks (oriented-box collision, off-road, time to
+collision, route completion), the reward vector (:mod:`morl.envs.driving.objectives`), the ``info``
 quantities, and optionally resets the environments whose episode ended (SB3's auto-reset).
 
 Per-env state lives in three arrays (so a single env is the batch of size 1 and pickles as plain data):
@@ -24,14 +24,14 @@ import numpy as np
 from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
-from envs.driving import objectives as ob
-from envs.driving.observation import (N_EGO_OBS, N_ROUTE_OBS, N_VEH_OBS, ROUTE_AHEAD, WINDOW,  # noqa: F401
+from morl.envs.driving import objectives as ob
+from morl.envs.driving.observation import (N_EGO_OBS, N_ROUTE_OBS, N_VEH_OBS, ROUTE_AHEAD, WINDOW,  # noqa: F401
                                       clear_vehicle_rows, insert_nearest, obs_size, write_ego_route,
                                       write_vehicle_row)
-from envs.driving.geometry import (bicycle_step, box_off_road_cs, boxes_overlap, grid_value, lane_exists, lane_of,
+from morl.envs.driving.geometry import (bicycle_step, box_off_road_cs, boxes_overlap, grid_value, lane_exists, lane_of,
                                    rand_uniform, road_edges, seed_state)
-from envs.driving.road import MAX_LANES
-from envs.driving.traffic import (P_ACC_MAX, P_COMFORT_HOLD, P_CONTINUOUS, P_DT, P_EGO_ACTIVE, P_FRONT, P_GRID_STEP,
+from morl.envs.driving.road import MAX_LANES
+from morl.envs.driving.traffic import (P_ACC_MAX, P_COMFORT_HOLD, P_CONTINUOUS, P_DT, P_EGO_ACTIVE, P_FRONT, P_GRID_STEP,
                                   P_INIT_SPEED_F, P_K, P_LANE_W, P_LENGTH, P_MAX_STEER, P_MAX_STEPS, P_MOBIL_PERIOD,
                                   P_N_LANES, P_RECYCLE, P_SHOULDER, P_SPEED_STEP, P_STEP_REF, P_TTC_HOLD, P_V_MAX,
                                   P_VEH_LEN, P_VEH_WID, P_WHEELBASE, T_D, T_S, T_V, T_VD, follow_sweep,
@@ -152,12 +152,12 @@ def write_obs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_en
 @numba.njit(cache=True, _nrt=False, inline="always")
 def write_obs_cs(e, ego, traf, order, P, curv_grid, speed_grid, lane_start, lane_end, out, dist, nearest, cos_psi,
                  sin_psi):
-    """Observation of env ``e`` into ``out``: the layout and normalisation of :mod:`envs.driving.observation`,
+    """Observation of env ``e`` into ``out``: the layout and normalisation of :mod:`morl.envs.driving.observation`,
     whose functions it feeds from the simulator's Frenet state (the target-lane entry is the offset of the
     target lane's centre; the road's centre line is that of the lanes existing at ``s``).
 
     ``dist`` (float64) and ``nearest`` (int64) are scratch of length ``>= K``; ``order[e]`` must hold the
-    traffic sorted by ``s`` (:func:`~envs.driving.traffic.sort_order`, as every step and reset leave it).
+    traffic sorted by ``s`` (:func:`~morl.envs.driving.traffic.sort_order`, as every step and reset leave it).
     ``cos_psi`` and ``sin_psi``: the cosine and sine of the ego's heading ``ego[e, E_PSI]`` (the step has them).
     """
     V = traf.shape[2]
@@ -424,7 +424,7 @@ def batch_step(actions_d, actions_c, ego, traf, order, rng, P, curv_grid, speed_
 
     Envs are independent (own RNG, own rows), so a batch may be split along its first axis and the
     parts stepped in separate threads (the kernel releases the GIL); :func:`batch_step_shared` lets the
-    threads split it as they go, which :class:`~envs.driving.batch.BatchSim` does with ``parallel=True``.
+    threads split it as they go, which :class:`~morl.envs.driving.batch.BatchSim` does with ``parallel=True``.
     """
     V = traf.shape[2]
     K = max(int(P[P_K]), 1)

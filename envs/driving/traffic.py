@@ -1,6 +1,6 @@
 """Traffic kernels: neighbour search, IDM car following, MOBIL lane changes, respawning.
 
-Traffic lives in the route's Frenet frame (see :mod:`envs.driving.road`). Per env the vehicles are kept
+Traffic lives in the route's Frenet frame (see :mod:`morl.envs.driving.road`). Per env the vehicles are kept
 sorted by ``s`` (``order``), so one sweep front-to-back finds every vehicle's nearest leader in every
 lane and one sweep back-to-front its nearest follower: ``O(V * lanes)`` instead of ``O(V^2)``. A vehicle
 occupies each lane its lateral extent overlaps (two lanes while it changes lanes). The ego, when active,
@@ -9,8 +9,8 @@ takes part in the sweeps as vehicle index ``V``.
 Layouts (all float64):
 
 - ``traf[e, field, i]`` with fields ``T_*``; ``order[e, k]`` the traffic indices sorted by ``s``;
-- ``ego[e, field]`` with fields ``E_*`` (see :mod:`envs.driving.sim`);
-- ``P`` the parameter vector with indices ``P_*`` (see :mod:`envs.driving.sim`).
+- ``ego[e, field]`` with fields ``E_*`` (see :mod:`morl.envs.driving.sim`);
+- ``P`` the parameter vector with indices ``P_*`` (see :mod:`morl.envs.driving.sim`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 
 import numba
 
-from envs.driving.geometry import grid_value, idm_accel, lane_exists, lane_of, rand_uniform
+from morl.envs.driving.geometry import grid_value, idm_accel, lane_exists, lane_of, rand_uniform
 
 # Kernels are compiled with `_nrt=False` (no reference counting: they never allocate). Called from the
 # batched step, a non-inlined call that passes arrays otherwise pays an atomic incref/decref per array

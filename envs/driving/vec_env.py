@@ -1,7 +1,7 @@
 """SB3 ``VecEnv`` over the batched driving simulator: all envs step in one kernel call.
 
 SB3 gets a float32 scalar reward per env, ``dot(weights, vector)`` with the scalarisation weights
-(default :data:`~envs.driving.objectives.DEFAULT_SCALARIZATION`), and each ``info`` holds
+(default :data:`~morl.envs.driving.objectives.DEFAULT_SCALARIZATION`), and each ``info`` holds
 ``"vector_reward"``, the event keys and the CaRL quantities, plus ``"terminal_observation"`` and
 ``"TimeLimit.truncated"`` when an episode ends (auto-reset, as ``DummyVecEnv`` does).
 
@@ -10,7 +10,7 @@ stay in arrays on the VecEnv (:attr:`DrivingVecEnv.vector_rewards` ``(E, 4)``, :
 ``{key: (E,) array}``) and each ``info`` is a small :class:`StepInfo` mapping that reads its row of those
 arrays only when a key is looked up. Our buffers read the arrays directly.
 
->>> from envs.driving import make_vec
+>>> from morl.envs.driving import make_vec
 >>> venv = make_vec("highway", 4, seed=0)
 >>> obs = venv.reset()
 >>> obs, rewards, dones, infos = venv.step([1, 1, 3, 4])
@@ -25,9 +25,9 @@ from collections.abc import MutableMapping
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from envs.driving import objectives as ob
-from envs.driving.batch import BatchSim
-from envs.driving.env import _BOOL_KEYS, build_sim_config, check_actions, driving_spaces
+from morl.envs.driving import objectives as ob
+from morl.envs.driving.batch import BatchSim
+from morl.envs.driving.env import _BOOL_KEYS, build_sim_config, check_actions, driving_spaces
 from morl.preorder import Preorder
 
 __all__ = ["DrivingVecEnv", "StepInfo", "make_vec"]
@@ -110,17 +110,17 @@ class DrivingVecEnv(VecEnv):
 
     :param scenario: ``"highway"`` or ``"route"``.
     :param n_envs: number of environments.
-    :param action_type: ``"discrete"`` or ``"continuous"`` (see :class:`envs.driving.env.DrivingEnv`).
+    :param action_type: ``"discrete"`` or ``"continuous"`` (see :class:`morl.envs.driving.env.DrivingEnv`).
     :param seed: env ``i`` is seeded with ``seed + i`` at the first reset (SB3's convention), so it runs
         exactly like ``DrivingEnv`` reset with ``seed + i``. ``None``: random seeds.
     :param scalarization: weights ``(4,)`` of the scalar reward handed to SB3; ``None`` means
-        :data:`~envs.driving.objectives.DEFAULT_SCALARIZATION` ``(10, 1, 1, 0.2)``.
+        :data:`~morl.envs.driving.objectives.DEFAULT_SCALARIZATION` ``(10, 1, 1, 0.2)``.
     :param render_mode: ``None`` or ``"rgb_array"``.
     :param parallel: split the batch over ``n_threads`` threads (the kernel releases the GIL).
     :param n_threads: threads for ``parallel`` (default: the CPU count).
-    :param reward_scales: keywords of :func:`envs.driving.objectives.make_scales`.
+    :param reward_scales: keywords of :func:`morl.envs.driving.objectives.make_scales`.
     :param preorder: precedence over the objectives.
-    :param kwargs: scenario parameters (see :func:`envs.driving.env.build_sim_config`).
+    :param kwargs: scenario parameters (see :func:`morl.envs.driving.env.build_sim_config`).
     """
 
     def __init__(self, scenario: str, n_envs: int, action_type: str = "discrete", seed: int | None = None,
@@ -227,7 +227,7 @@ class DrivingVecEnv(VecEnv):
         return [False for _ in self._indices(indices)]
 
     def get_images(self):
-        from envs.driving.render import render_frame
+        from morl.envs.driving.render import render_frame
         return [render_frame(self.road, self.sim.ego[i], self.sim.traf[i], self.sim.P) for i in range(self.num_envs)]
 
 

@@ -2,7 +2,7 @@
 
 import gymnasium as gym
 
-from envs.mujoco.velocity import (
+from morl.envs.mujoco.velocity import (
     GYMNASIUM_WEIGHTS,
     OBJECTIVES,
     VELOCITY_THRESHOLDS,
@@ -14,5 +14,5 @@ __all__ = ["GYMNASIUM_WEIGHTS", "OBJECTIVES", "VELOCITY_THRESHOLDS", "SafeVeloci
 
 for _robot in VELOCITY_THRESHOLDS:
     if f"morl/{_robot}-v5" not in gym.registry:
-        gym.register(f"morl/{_robot}-v5", entry_point="envs.mujoco.velocity:make_safe_velocity",
+        gym.register(f"morl/{_robot}-v5", entry_point="morl.envs.mujoco.velocity:make_safe_velocity",
                      kwargs={"robot": _robot}, disable_env_checker=True)

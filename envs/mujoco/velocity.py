@@ -14,7 +14,7 @@ With weights ``safety: 0, progress: 1, energy: 1`` the vector sums to Gymnasium'
 exactly (:data:`GYMNASIUM_WEIGHTS`). ``info["cost"]`` carries the velocity cost (the
 safety-gymnasium convention), ``info["fall"]`` the fall flag.
 
->>> import gymnasium as gym, envs.mujoco
+>>> import gymnasium as gym, morl.envs.mujoco
 >>> env = gym.make("morl/HalfCheetah-v5")
 >>> env.get_wrapper_attr("objectives")
 ('safety', 'progress', 'energy')

@@ -12,7 +12,7 @@ Vector reward, larger is better (the project's convention), objectives ``("cover
   feasible plan between the final time-averaged measure and the reference, an upper bound of ``W2^2``;
 - ``effort``: ``-dt * sum_i ||u_i||^2``.
 
-``info`` holds ``"W2"`` (POT, see :mod:`envs.swarm.metrics`) every ``w2_every`` steps and at the end
+``info`` holds ``"W2"`` (POT, see :mod:`morl.envs.swarm.metrics`) every ``w2_every`` steps and at the end
 of the episode (``w2_every=0``: only at the end; ``None``: never). ``env.adjacency()`` is the
 communication graph by radius; ``env.trajectory()`` the positions so far.
 """
@@ -25,9 +25,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.swarm.density import ReferenceDensity, make_density
-from envs.swarm.dynamics import LinearDynamics, make_dynamics
-from envs.swarm.metrics import coverage_w2, greedy_transport_cost
+from morl.envs.swarm.density import ReferenceDensity, make_density
+from morl.envs.swarm.dynamics import LinearDynamics, make_dynamics
+from morl.envs.swarm.metrics import coverage_w2, greedy_transport_cost
 
 __all__ = ["SwarmTask", "SwarmEnv"]
 
@@ -69,7 +69,7 @@ class SwarmEnv(gym.Env):
     :param density_seed: seed of the reference samples (the map is fixed for an env instance).
     :param u_max: input bound per component (``None``: unbounded, as the authors' ``param07``); inputs are clipped.
     :param w2_every: steps between W2 evaluations in ``info`` (0: only at the end; ``None``: never).
-    :param w2_method: ``"auto"``, ``"exact"`` or ``"sliced"`` (see :func:`~envs.swarm.metrics.coverage_w2`).
+    :param w2_method: ``"auto"``, ``"exact"`` or ``"sliced"`` (see :func:`~morl.envs.swarm.metrics.coverage_w2`).
     :param render_mode: ``"rgb_array"`` or ``None``.
     """
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.swarm.metrics import coverage_w2
+from morl.envs.swarm.metrics import coverage_w2
 from morl.plots import register_domain_figure
 
 __all__ = ["w2_curves", "coverage_figure"]
@@ -31,7 +31,7 @@ def w2_curves(trajectory: np.ndarray, density, steps=None, method: str = "auto")
 def coverage_figure(density, trajectories: dict, curves: dict | None = None, path=None, title: str | None = None):
     """One map panel per method (samples in grey, one coloured trajectory per agent) and a W2-vs-time panel.
 
-    :param density: a :class:`~envs.swarm.density.ReferenceDensity`.
+    :param density: a :class:`~morl.envs.swarm.density.ReferenceDensity`.
     :param trajectories: ``{method: (T + 1, N, 2) array}``.
     :param curves: ``{method: (steps, W2) or list of them}``; several curves per method are drawn as mean and band.
     :param path: PNG file to write (``None``: return the figure).

@@ -9,8 +9,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 
-from agents.carl import BetaDistribution, BetaPolicy, CaRLPPO
-from agents.carl.carl_ppo import clipped_value_loss
+from morl.agents.carl import BetaDistribution, BetaPolicy, CaRLPPO
+from morl.agents.carl.carl_ppo import clipped_value_loss
 
 
 def test_beta_distribution_change_of_variables():

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from agents.carl import CaRLPPO
-from envs.driving import make_vec
+from morl.agents.carl import CaRLPPO
+from morl.envs.driving import make_vec
 from morl.buffers import DeviceRolloutBuffer, MORolloutBuffer
 
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.carl import CaRLReward, CaRLVecReward
-from envs.driving import DrivingEnv, make_vec
+from morl.agents.carl import CaRLReward, CaRLVecReward
+from morl.envs.driving import DrivingEnv, make_vec
 
 BASE = {"speed": 10.0, "speed_limit": 12.0, "ttc_violation": False, "collision": False, "red_light": False,
         "off_road": False, "carl_route_completion_delta": 2.0, "carl_speeding_factor": 1.0, "carl_outside_lanes_factor": 1.0,
@@ -95,7 +95,7 @@ def test_a_hand_computed_episode_takes_t_from_the_env():
 
 
 def test_default_reward_is_the_envs_carl_reward_on_the_simulator():
-    from envs.driving.objectives import carl_reward_from_info
+    from morl.envs.driving.objectives import carl_reward_from_info
 
     env = CaRLReward(DrivingEnv("route", action_type="continuous"))
     env.reset(seed=3)

@@ -7,10 +7,10 @@ import numpy as np
 import ot
 import pytest
 
-from agents.d2oc import D2OC, SMC, Lloyd, kernels
-from agents.d2oc.gains import condensed_matrices, kkt_solution, tracking_gains
-from agents.d2oc.smc import smc_basis, smc_coefficients, smc_weights
-from envs.swarm import SwarmEnv, double_integrator, quadrotor
+from morl.agents.d2oc import D2OC, SMC, Lloyd, kernels
+from morl.agents.d2oc.gains import condensed_matrices, kkt_solution, tracking_gains
+from morl.agents.d2oc.smc import smc_basis, smc_coefficients, smc_weights
+from morl.envs.swarm import SwarmEnv, double_integrator, quadrotor
 
 
 def _run(ctrl, env, seed=0, steps=None, record_w2_at=()):

@@ -14,8 +14,8 @@ from stable_baselines3.common.callbacks import (
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
-from agents.iqn import IQN, EnsembleIQN, quantile_huber_loss
-from agents.iqn.policies import CosineTauEmbedding, tau_grid
+from morl.agents.iqn import IQN, EnsembleIQN, quantile_huber_loss
+from morl.agents.iqn.policies import CosineTauEmbedding, tau_grid
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -114,7 +114,7 @@ def test_quantile_huber_loss_gradient_matches_autograd_of_the_formula(kappa):
 def test_quantile_huber_cpu_kernel_matches_the_tensor_code(kappa, dtype, shared_taus):
     # On CPU the loss runs a fused numba kernel; other devices run the tensor code. Same losses and gradients,
     # with ties (delta = 0, |delta| = kappa), two head axes, and fractions shared by the batch or per sample.
-    from agents.iqn.losses import _per_sample_torch
+    from morl.agents.iqn.losses import _per_sample_torch
 
     g = th.Generator().manual_seed(2)
     current = ((th.randn(5, 7, 2, 3, generator=g) * 4).round() / 4).to(dtype)
@@ -364,7 +364,7 @@ def test_caller_optimizer_kwargs_are_merged_with_the_iqn_defaults():
 
 
 def test_fused_adam_is_asked_for_only_where_torch_has_it(monkeypatch):
-    from agents.iqn import iqn as iqn_module
+    from morl.agents.iqn import iqn as iqn_module
 
     for version, cpu in (("2.3.1+cpu", False), ("2.4.0", True), ("2.13.0", True)):
         monkeypatch.setattr(iqn_module.th, "__version__", version)

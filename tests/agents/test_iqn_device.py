@@ -3,7 +3,7 @@
 import pytest
 import torch as th
 
-from agents.iqn import IQN, EnsembleIQN
+from morl.agents.iqn import IQN, EnsembleIQN
 from morl.buffers import DeviceReplayBuffer
 
 

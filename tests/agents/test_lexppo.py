@@ -15,8 +15,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from agents import LexPPO
-from agents.lexppo import lexicographic_weights, strictly_above
+from morl.agents import LexPPO
+from morl.agents.lexppo import lexicographic_weights, strictly_above
 from morl.preorder import Preorder
 from morl.wrappers import Scalarize, VectorReward, WithPreorder
 

@@ -13,7 +13,7 @@ from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
-from agents.iqn import IQN, QDIQN
+from morl.agents.iqn import IQN, QDIQN
 from morl.buffers import MOReplayBuffer
 from morl.preorder import Preorder
 from morl.wrappers import Scalarize, VectorReward
@@ -350,7 +350,7 @@ def test_iqn_configs_train_and_evaluate_in_a_tiny_budget(name, tmp_path):
 
 @pytest.mark.parametrize("tie_break", ["lowest_mean", "sum_mean"])
 def test_cpu_select_kernel_matches_the_tensor_tie_break(tie_break):
-    from agents.iqn.policies import QDIQNPolicy, _masked_argmax_kernel, masked_argmax, tie_break_scores
+    from morl.agents.iqn.policies import QDIQNPolicy, _masked_argmax_kernel, masked_argmax, tie_break_scores
 
     p = Preorder.parse("a > b, c")  # the last level has two objectives: their means are summed
     policy = QDIQNPolicy(spaces.Box(-1, 1, (2,)), spaces.Discrete(5), lambda _: 1e-3, preorder=p, tie_break=tie_break)
@@ -382,7 +382,7 @@ def test_cpu_select_kernel_matches_the_tensor_tie_break(tie_break):
 def test_fused_select_kernel_matches_the_subset_and_tie_break_it_replaces(thresholds, dtype, rule):
     # On CPU select() is one numba call; it must give the torch code's mask (of the quantiles capped at the
     # thresholds) and the tensor tie-break's action, with ties, cycles (theta < 1) and inf quantiles.
-    from agents.iqn.policies import QDIQNPolicy, masked_argmax, tie_break_scores
+    from morl.agents.iqn.policies import QDIQNPolicy, masked_argmax, tie_break_scores
     from morl.dominance import _rulebook_subset_torch, _staged_subsets_torch
 
     policy = QDIQNPolicy(spaces.Box(-1, 1, (2,)), spaces.Discrete(5), lambda _: 1e-3, preorder="a > b, c",

@@ -5,9 +5,9 @@ import pytest
 import torch as th
 from stable_baselines3.common.logger import configure
 
-from agents.subpo import ModPO, SubPO, SubPOPolicy
-from agents.subpo.subpo import cumulative_return, loo_baseline, reward_to_go
-from envs.coverage import CoverageVecEnv
+from morl.agents.subpo import ModPO, SubPO, SubPOPolicy
+from morl.agents.subpo.subpo import cumulative_return, loo_baseline, reward_to_go
+from morl.envs.coverage import CoverageVecEnv
 
 
 def _env(n=16, **kw):

@@ -1,4 +1,4 @@
-"""A small fake of the parts of the ``carla`` 0.9.x client API that ``envs.driving.carla_env`` uses.
+"""A small fake of the parts of the ``carla`` 0.9.x client API that ``morl.envs.driving.carla_env`` uses.
 
 It is injected as ``sys.modules["carla"]`` in tests. One :class:`FakeServer` (``SERVER``) outlives the
 clients, like a real simulator process: a client that reconnects finds the same server. The map is a

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from envs.driving import objectives as obj
-from envs.driving.carla_env import OBS_DIM, CarlaEnv, load_route
+from morl.envs.driving import objectives as obj
+from morl.envs.driving.carla_env import OBS_DIM, CarlaEnv, load_route
 
 FULL_THROTTLE = np.array([1.0, 0.0], dtype=np.float32)
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import envs.coverage  # noqa: F401  (registers the ids)
-from envs.coverage import ENV_IDS, SCENARIOS, CoverageEnv, CoverageVecEnv, greedy_rollout, make_map, make_objective, make_vec
-from envs.coverage.maps import ACTIONS, load_gorilla_density
+import morl.envs.coverage  # noqa: F401  (registers the ids)
+from morl.envs.coverage import ENV_IDS, SCENARIOS, CoverageEnv, CoverageVecEnv, greedy_rollout, make_map, make_objective, make_vec
+from morl.envs.coverage.maps import ACTIONS, load_gorilla_density
 
 # Small instances of every objective (the 30 x 30 design covariance is built once per module).
 SMALL = {
@@ -199,7 +199,7 @@ def test_bad_action_and_past_horizon():
 def test_point_coverage_reward_is_marginal_area():
     env = gym.make("morl/PointCoverage-v0", disable_env_checker=True, horizon=60)
     obs, info = env.reset(seed=1)
-    from envs.coverage.continuous import MarginalCoverageReward
+    from morl.envs.coverage.continuous import MarginalCoverageReward
 
     wrapper = env
     while not isinstance(wrapper, MarginalCoverageReward):
@@ -218,7 +218,7 @@ def test_point_coverage_reward_is_marginal_area():
 
 
 def test_continuous_wrapper_bad_input():
-    from envs.coverage.continuous import MarginalCoverageReward, PointRobotEnv
+    from morl.envs.coverage.continuous import MarginalCoverageReward, PointRobotEnv
 
     with pytest.raises(ValueError, match="extent"):
         MarginalCoverageReward(PointRobotEnv(), extent=-1.0)
@@ -228,7 +228,7 @@ def test_continuous_wrapper_bad_input():
 
 @pytest.mark.parametrize("name", ["gorilla", "items", "design", "two_rooms"])
 def test_planners_return_feasible_paths(name):
-    from envs.coverage import beam_plan, oracle_plan
+    from morl.envs.coverage import beam_plan, oracle_plan
 
     obj = OBJS[name]
     start = int(np.flatnonzero(~obj.grid.walls)[0])

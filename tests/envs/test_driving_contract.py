@@ -15,11 +15,11 @@ import pytest
 
 pytest.importorskip("highway_env")
 
-from envs.driving.env import DrivingEnv  # noqa: E402
-from envs.driving.highway_adapter import HighwayEnvAdapter  # noqa: E402
-from envs.driving.sim import (E_ACC, E_D, E_PSI, E_RC, E_S, E_STEER, E_TLANE, E_TSPEED, E_V,  # noqa: E402
+from morl.envs.driving.env import DrivingEnv  # noqa: E402
+from morl.envs.driving.highway_adapter import HighwayEnvAdapter  # noqa: E402
+from morl.envs.driving.sim import (E_ACC, E_D, E_PSI, E_RC, E_S, E_STEER, E_TLANE, E_TSPEED, E_V,  # noqa: E402
                               FASTER, IDLE, LANE_LEFT, LANE_RIGHT, SLOWER)
-from envs.driving.traffic import T_D, T_S, T_V, T_VD  # noqa: E402
+from morl.envs.driving.traffic import T_D, T_S, T_V, T_VD  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -175,7 +175,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_a_model_saved_from_the_builtin_simulator_steps_on_highway_env_without_a_wrapper(tiny_run):
-    from agents import IQN
+    from morl.agents import IQN
 
     model = IQN.load(tiny_run / "model.zip", device="cpu")
     env = HighwayEnvAdapter("highway-fast-v0", config={"vehicles_count": 5, "duration": 3}, action="discrete",
@@ -216,7 +216,7 @@ def test_transfer_script_quick_run_writes_the_table_and_figures(tmp_path, load_s
 
 # ----------------------------------------------------------------------------- CARLA (the fake server)
 def test_the_same_scene_gives_the_same_observation_on_the_builtin_simulator_and_carla(fake_carla):
-    from envs.driving.carla_env import CarlaEnv
+    from morl.envs.driving.carla_env import CarlaEnv
 
     # the fake map: 2 lanes 3.5 m wide along +x, centres y = 0 (left) and 3.5 (right), 30 km/h
     w, limit = 3.5, 30 / 3.6
@@ -267,7 +267,7 @@ def test_run_carla_drives_a_model_trained_in_the_builtin_simulator(fake_carla, t
 def test_observation_module_doctest_and_bad_input():
     import doctest
 
-    from envs.driving import observation
+    from morl.envs.driving import observation
 
     assert doctest.testmod(observation).failed == 0
     with pytest.raises(ValueError, match="neighbours contain NaN"):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs.driving  # noqa: F401  (registers the ids)
-from envs.driving import DrivingEnv, make_vec
-from envs.driving import objectives as ob
-from envs.driving.sim import E_D, E_S, E_TLANE, E_TSPEED
-from envs.driving.traffic import T_D, T_S, T_V, T_VD
+import morl.envs.driving  # noqa: F401  (registers the ids)
+from morl.envs.driving import DrivingEnv, make_vec
+from morl.envs.driving import objectives as ob
+from morl.envs.driving.sim import E_D, E_S, E_TLANE, E_TSPEED
+from morl.envs.driving.traffic import T_D, T_S, T_V, T_VD
 from morl.preorder import Preorder
 
 

@@ -11,14 +11,14 @@ import numba
 import numpy as np
 import pytest
 
-from envs.driving import objectives as ob
-from envs.driving.batch import BatchSim, default_params
-from envs.driving.geometry import (bicycle_step, box_off_road, box_off_road_cs, boxes_overlap, idm_accel,
+from morl.envs.driving import objectives as ob
+from morl.envs.driving.batch import BatchSim, default_params
+from morl.envs.driving.geometry import (bicycle_step, box_off_road, box_off_road_cs, boxes_overlap, idm_accel,
                                    rand_uniform, seed_state)
-from envs.driving.road import build_road
-from envs.driving.sim import (N_EGO_OBS, N_ROUTE_OBS, N_VEH_OBS, _ego_checks, _fetch_add,
+from morl.envs.driving.road import build_road
+from morl.envs.driving.sim import (N_EGO_OBS, N_ROUTE_OBS, N_VEH_OBS, _ego_checks, _fetch_add,
                               batch_step, batch_step_shared)
-from envs.driving.traffic import (P_K, P_LANE_W, P_N_LANES, P_VEH_WID, T_D, T_LANE, T_S, T_TARGET, T_V,
+from morl.envs.driving.traffic import (P_K, P_LANE_W, P_N_LANES, P_VEH_WID, T_D, T_LANE, T_S, T_TARGET, T_V,
                                   ego_half_width, follow_sweep, neighbours, spawn_speeds, traffic_accels)
 
 # ----------------------------------------------------------------------------- references

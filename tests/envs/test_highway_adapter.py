@@ -2,7 +2,7 @@
 
 Situations are constructed (a stopped car placed ahead, a hard steer off the road, a speed above the
 limit) and the events and reward vector are checked against the formulas of
-``envs.driving.objectives`` recomputed here from the simulator state.
+``morl.envs.driving.objectives`` recomputed here from the simulator state.
 """
 
 import doctest
@@ -13,9 +13,9 @@ import highway_env  # noqa: F401  (a hard dependency: failing to import it is a 
 import numpy as np
 import pytest
 
-from envs.driving import highway_adapter
-from envs.driving import objectives as obj  # noqa: E402
-from envs.driving.highway_adapter import TTC_NONE, HighwayEnvAdapter, RoutePolyline  # noqa: E402
+from morl.envs.driving import highway_adapter
+from morl.envs.driving import objectives as obj  # noqa: E402
+from morl.envs.driving.highway_adapter import TTC_NONE, HighwayEnvAdapter, RoutePolyline  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -226,7 +226,7 @@ def test_module_doctests():
 
 
 def test_objective_tracker_matches_objectives_and_holds_carl_penalties():
-    from envs.driving.highway_adapter import ObjectiveTracker
+    from morl.envs.driving.highway_adapter import ObjectiveTracker
 
     tr = ObjectiveTracker(dt=0.1, carl_ttc_hold_s=0.5, carl_comfort_hold_s=0.3)
     tr.reset(route_length=50.0, v_ref=10.0, speed=10.0, yaw=0.0, steer=0.0)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs.mujoco  # noqa: F401  (registers the ids)
-from envs.mujoco import GYMNASIUM_WEIGHTS, OBJECTIVES, VELOCITY_THRESHOLDS
+import morl.envs.mujoco  # noqa: F401  (registers the ids)
+from morl.envs.mujoco import GYMNASIUM_WEIGHTS, OBJECTIVES, VELOCITY_THRESHOLDS
 from morl.wrappers import DiscretizeAction, Scalarize
 
 ROBOTS = sorted(VELOCITY_THRESHOLDS)
@@ -79,11 +79,11 @@ def test_env_checker_and_preorder():
 
 def test_bad_input():
     with pytest.raises(ValueError, match="robot 'Humanoid'"):
-        envs.mujoco.make_safe_velocity("Humanoid")
+        morl.envs.mujoco.make_safe_velocity("Humanoid")
     with pytest.raises(ValueError, match="velocity_threshold"):
         gym.make("morl/Hopper-v5", velocity_threshold=-1.0)
     with pytest.raises(ValueError, match="SafeVelocity supports"):
-        envs.mujoco.SafeVelocity(gym.make("Swimmer-v5"))
+        morl.envs.mujoco.SafeVelocity(gym.make("Swimmer-v5"))
 
 
 def test_discretize_product_exact_at_bin_centres():

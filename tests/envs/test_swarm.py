@@ -5,8 +5,8 @@ import numpy as np
 import ot
 import pytest
 
-import envs.swarm  # noqa: F401  (registers morl/Swarm-v0)
-from envs.swarm import (LinearDynamics, ReferenceDensity, SwarmEnv, coverage_w2, double_integrator, gmm_density,
+import morl.envs.swarm  # noqa: F401  (registers morl/Swarm-v0)
+from morl.envs.swarm import (LinearDynamics, ReferenceDensity, SwarmEnv, coverage_w2, double_integrator, gmm_density,
                         greedy_transport_cost, image_density, make_density, quadrotor, single_integrator)
 
 

@@ -75,7 +75,7 @@ def _set(dotted: str, value):
 
 def _carla(route):
     def mutate(data):
-        data["env"] = {"factory": "envs.driving.carla_env:CarlaEnv", "kwargs": {"route": route}}
+        data["env"] = {"factory": "morl.envs.driving.carla_env:CarlaEnv", "kwargs": {"route": route}}
     return mutate
 
 

@@ -37,7 +37,7 @@ class _DropAndWatch(BaseCallback):
 def test_training_goes_on_through_server_drops(fake_carla, tmp_path):
     cfg = config_from_dict({
         "name": "carla_faults",
-        "env": {"factory": "envs.driving.carla_env:CarlaEnv",
+        "env": {"factory": "morl.envs.driving.carla_env:CarlaEnv",
                 "kwargs": {"route": [[0.0, 0.0], [150.0, 0.0]], "action_type": "discrete", "max_steps": 40,
                            "backoff_base": 0.001, "backoff_max": 0.004, "reconnect_attempts": 5},
                 "weights": {"safety": 1.0, "rules": 1.0, "progress": 1.0, "comfort": 0.1}},
@@ -63,7 +63,7 @@ def test_training_goes_on_through_server_drops(fake_carla, tmp_path):
 def test_reconnection_failure_is_one_clear_error_and_keeps_the_checkpoint(fake_carla, tmp_path):
     cfg = config_from_dict({
         "name": "carla_down",
-        "env": {"factory": "envs.driving.carla_env:CarlaEnv",
+        "env": {"factory": "morl.envs.driving.carla_env:CarlaEnv",
                 "kwargs": {"route": [[0.0, 0.0], [150.0, 0.0]], "action_type": "discrete", "max_steps": 40,
                            "backoff_base": 0.001, "backoff_max": 0.002, "reconnect_attempts": 3},
                 "weights": {"safety": 1.0, "rules": 1.0, "progress": 1.0, "comfort": 0.1}},

@@ -65,10 +65,10 @@ CASES = {
 
 def _agent_names() -> list[str]:
     """Every algorithm class the ``agents`` package exports, plus the SB3 baselines of the configs."""
-    import agents
+    import morl.agents
 
     names = [n for n in agents.__all__ if registry._is_algorithm(getattr(agents, n))]
-    import agents.iqn as iqn
+    import morl.agents.iqn as iqn
 
     names += [n for n in iqn.__all__ if registry._is_algorithm(getattr(iqn, n)) and n not in names]
     return names + ["PPO", "DQN"]

@@ -64,7 +64,7 @@ def test_trains_one_env_per_server_and_writes_the_run(servers, tmp_path, capsys,
     assert len(experiment.evaluate(run, episodes=1, plots=False)["episodes"]) == 1
     assert servers[3000].SERVER.ticks > ticks[0] and servers[3003].SERVER.ticks == ticks[1]
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert cfg["agent"]["name"] == "CaRLPPO" and cfg["env"]["wrappers"][0]["name"] == "agents.carl:CaRLReward"
+    assert cfg["agent"]["name"] == "CaRLPPO" and cfg["env"]["wrappers"][0]["name"] == "morl.agents.carl:CaRLReward"
     assert cfg["env"]["kwargs"]["per_env"] == {"port": [3000, 3003], "tm_port": [8000, 8001]}
 
 
