@@ -21,14 +21,16 @@ Example::
     python scripts/transfer_driving.py --config configs/driving_iqn.yaml --set train.total_timesteps=100000 \\
         --out runs/transfer --episodes 50 --targets highway-fast-v0 highway-v0 --densities 1 1.5
 
-Training on the Gymnasium env instead of the batched one allows per-env variations, e.g. 3 or 4 lanes (a
-policy trained on the 4-lane road alone meets denser traffic on highway-fast-v0's 3 lanes)::
+A config that trains on ``morl/Highway-v0`` (one Gymnasium env per vector slot) instead of the batched
+scenario may vary the road and traffic per env (``env.kwargs.per_env``); configs/highway_transfer_iqn.yaml
+randomises lanes (3 or 4), traffic count and traffic speed::
 
-    python scripts/transfer_driving.py --set env.scenario=null --set env.id=morl/Highway-v0 \
-        --set 'env.kwargs.per_env={lanes: [3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4, 3, 4]}' \
-        --set train.total_timesteps=200000 --out runs/transfer_dr
+    python scripts/transfer_driving.py --config configs/highway_transfer_iqn.yaml --out runs/transfer_dr \\
+        --finetune-steps 20000
 
-``--quick`` runs every stage at a tiny budget (the test suite runs it).
+Backends and policies can run in separate processes (``--targets``, ``--policies``); ``--combine
+A/transfer.json B/transfer.json --out C`` merges their rows into one table and figure. ``--quick`` runs
+every stage at a tiny budget (the test suite runs it).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 METRICS = ("collision_rate", "off_road_rate", "success_rate", "route_completion", "speed")
 EVENTS = ("collision", "off_road", "success")
+HIGHWAY_GYM_ID = "morl/Highway-v0"  # the built-in highway scenario as one Gymnasium env (per-env variations)
 
 
 def parse_args(argv=None):
@@ -60,9 +63,13 @@ def parse_args(argv=None):
     p.add_argument("--targets", nargs="+", default=["highway-fast-v0", "highway-v0"], help="highway-env ids")
     p.add_argument("--densities", nargs="+", type=float, default=[1.0, 1.5], help="highway-env vehicles_density")
     p.add_argument("--policies", nargs="+", default=["agent", "idm", "random"], choices=["agent", "idm", "random"])
+    p.add_argument("--skip-builtin", action="store_true", help="evaluate on the highway-env targets only")
     p.add_argument("--finetune-steps", type=int, default=0, help="fine-tuning steps on the first target (0: none)")
     p.add_argument("--finetune-chunks", type=int, default=4, help="evaluations during fine-tuning")
     p.add_argument("--seed", type=int, default=1000, help="seed of the first evaluation episode")
+    p.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                   help="only merge the rows of these transfer.json files (runs of disjoint backends or "
+                        "policies) into OUT's table and figure")
     p.add_argument("--quick", action="store_true", help="tiny budget for every stage (the test)")
     return p.parse_args(argv)
 
@@ -72,7 +79,9 @@ def train_agent(config: str, overrides, out: Path) -> Path:
     from morl import experiment
     from morl.config import load_config
 
-    cfg = load_config(config, ["env.scenario=highway", *overrides])  # overrides may switch to morl/Highway-v0
+    cfg = load_config(config, overrides)
+    if cfg.env.id != HIGHWAY_GYM_ID:  # the batched simulator unless the config trains on morl/Highway-v0
+        cfg = load_config(config, ["env.scenario=highway", *overrides])
     return experiment.train(cfg, run_dir=out / "train", source=config, evaluate_after=False)
 
 
@@ -81,7 +90,7 @@ def load_agent(run_dir: Path):
     from morl import experiment, registry
 
     cfg = experiment.load_run_config(run_dir)
-    if cfg.env.scenario != "highway" and cfg.env.id != "morl/Highway-v0":
+    if cfg.env.scenario != "highway" and cfg.env.id != HIGHWAY_GYM_ID:
         raise ValueError(f"run {run_dir} was trained on {cfg.env.scenario or cfg.env.id!r}; transfer needs the "
                          "built-in 'highway' scenario (env.scenario or morl/Highway-v0)")
     model = registry.resolve_agent(cfg.agent.name).load(Path(run_dir) / "model.zip", device="cpu")
@@ -271,10 +280,32 @@ def plot_curve(curve: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def combine(paths, out: Path) -> str:
+    """Merge the rows of several ``transfer.json`` into one table and figure; a (backend, policy) row twice
+    is an error."""
+    rows, sources = [], []
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        for row in result["rows"]:
+            if any((r["backend"], r["policy"]) == (row["backend"], row["policy"]) for r in rows):
+                raise ValueError(f"{path}: row ({row['backend']!r}, {row['policy']!r}) is already in an earlier file")
+            rows.append(row)
+        policies = sorted({r["policy"] for r in result["rows"]})
+        agent = (f"; agent {result['agent']} from {result['run_dir']}, {result['num_timesteps']} steps"
+                 if "agent" in policies else "")
+        sources.append(f"{path} ({', '.join(policies)}{agent})")
+    text = write_report(rows, out, "Rows from " + "; ".join(sources))
+    plot(rows, out / "transfer.png")
+    return text
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.combine:
+        print(combine(args.combine, out))
+        return 0
     if args.quick:
         args.episodes = min(args.episodes, 2)
         args.targets, args.densities = args.targets[:1], args.densities[:1]
@@ -289,8 +320,8 @@ def main(argv=None) -> int:
     if args.quick:  # short episodes
         spec.update(route_length=60.0, duration=3.0)
     rows = []
-    backends = [("built-in highway", None, None)] + [(f"{t} density {d:g}", t, d) for t in args.targets
-                                                     for d in args.densities]
+    backends = [] if args.skip_builtin else [("built-in highway", None, None)]
+    backends += [(f"{t} density {d:g}", t, d) for t in args.targets for d in args.densities]
     for name, target, density in backends:
         for policy in args.policies:
             if policy == "idm" and target is None:

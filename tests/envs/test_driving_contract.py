@@ -23,6 +23,7 @@ from morl.envs.driving.traffic import T_D, T_S, T_V, T_VD  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
+ROOT = Path(__file__).resolve().parents[2]
 LANE_W = 4.0
 # the scene, in the built-in simulator's frame (lane 0 rightmost, d to the left): ego in the middle of 3 lanes,
 # 0.5 m left of its lane centre, heading 0.05 rad to the left, target the left lane; a slower car ahead in the
@@ -275,3 +276,39 @@ def test_observation_module_doctest_and_bad_input():
         observation.build_observation(observation.EgoScene(curvature=(0.0,)))
     with pytest.raises(ValueError, match="k_vehicles"):
         observation.build_observation(observation.EgoScene(), k_vehicles=-1)
+
+
+def test_shipped_transfer_config_trains_on_the_gym_env_with_3_and_4_lanes():
+    from morl.config import load_config
+    from morl.experiment import env_kwargs
+
+    cfg = load_config(str(ROOT / "configs" / "highway_transfer_iqn.yaml"))
+    assert cfg.env.id == "morl/Highway-v0" and cfg.env.scenario is None
+    lanes = [env_kwargs(cfg, i)["lanes"] for i in range(cfg.train.n_envs)]
+    assert lanes.count(3) == lanes.count(4) == cfg.train.n_envs // 2
+    envs = [DrivingEnv("highway", **env_kwargs(cfg, i)) for i in (0, 1)]
+    assert [e.road.n_lanes for e in envs] == [3, 4]
+    assert envs[0].observation_space == envs[1].observation_space  # one policy drives both roads
+
+
+def test_transfer_script_trains_a_per_env_config_on_the_gym_env(tmp_path, load_script):
+    script = load_script("transfer_driving")
+    assert script.main(["--quick", "--out", str(tmp_path), "--config", str(ROOT / "configs/highway_transfer_iqn.yaml"),
+                        "--policies", "agent"]) == 0
+    _, cfg = script.load_agent(tmp_path / "train")
+    assert cfg.env.id == "morl/Highway-v0" and cfg.env.scenario is None
+    assert cfg.env.kwargs["per_env"]["lanes"][:2] == [3, 4]
+    rows = json.loads((tmp_path / "transfer.json").read_text())["rows"]
+    assert [(r["backend"], r["policy"]) for r in rows] == [("built-in highway", "agent"),
+                                                          ("highway-fast-v0 density 1", "agent")]
+    # another process evaluates the baselines on highway-env only; --combine merges the rows into one table
+    assert script.main(["--quick", "--out", str(tmp_path / "b"), "--run", str(tmp_path / "train"),
+                        "--policies", "random", "--skip-builtin"]) == 0
+    path, other = str(tmp_path / "transfer.json"), str(tmp_path / "b" / "transfer.json")
+    assert script.main(["--combine", path, other, "--out", str(tmp_path / "merged")]) == 0
+    table = (tmp_path / "merged" / "transfer.md").read_text()
+    assert table.count("| agent | 2 |") == 2 and table.count("| random | 2 |") == 1
+    assert "| built-in highway | random |" not in table
+    assert (tmp_path / "merged" / "transfer.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="already in an earlier file"):
+        script.combine([path, path], tmp_path / "merged")
