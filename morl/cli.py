@@ -107,7 +107,11 @@ def _plot(args) -> int:
         if not (d / "eval.json").exists():
             raise ConfigError(str(d), "eval.json", "not found: run `morl eval` on it first")
     if len(dirs) == 1:
-        made = plots.plot_run(dirs[0], args.out)
+        from functools import partial
+
+        from morl.experiment import replay_episode
+
+        made = plots.plot_run(dirs[0], args.out, replay=partial(replay_episode, dirs[0]))
     else:
         groups: dict[str, list[Path]] = {}
         for d in dirs:

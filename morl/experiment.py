@@ -40,6 +40,7 @@ from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import torch
 import yaml
 from stable_baselines3.common.callbacks import CallbackList
@@ -66,7 +67,7 @@ from morl.metrics import episode_metrics
 from morl.preorder import PreorderError
 from morl.wrappers import FiniteCheck, MOEpisodeStatistics, NonFiniteError, Scalarize, WithPreorder
 
-__all__ = ["make_env", "make_vec_env", "env_kwargs", "env_objectives", "check_config", "build_agent", "new_run_dir",
+__all__ = ["make_env", "replay_episode", "make_vec_env", "env_kwargs", "env_objectives", "check_config", "build_agent", "new_run_dir",
            "train", "resume", "evaluate", "load_run_config", "AtomicCheckpoint", "DivergenceGuard", "DivergenceError",
            "TrainingInterrupted",
            "EVAL_SEED_BASE", "PER_ENV"]
@@ -509,8 +510,34 @@ def evaluate(run_dir, episodes: int | None = None, deterministic: bool | None = 
     if plots:
         from morl.plots import plot_run
 
-        plot_run(run_dir)
+        plot_run(run_dir, replay=partial(replay_episode, run_dir))
     return result
+
+
+def replay_episode(run_dir, seed: int, model_path=None) -> dict:
+    """One deterministic episode of a run's saved model on one env seeded ``seed``, for figures.
+
+    :return: ``{"observations": [obs of env 0 at each step, the initial one first, the terminal one last],
+        "env": the unwrapped env (its task and map stay readable after the episode), "agent": its name}``.
+    """
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    venv = make_vec_env(cfg, 1, seed=None, monitor=False)
+    path = Path(model_path) if model_path is not None else _model_to_evaluate(run_dir)
+    model = registry.resolve_agent(cfg.agent.name).load(path, env=venv, device="cpu")
+    venv.seed(int(seed))
+    obs = venv.reset()
+    observations, start = [obs[0]], np.ones(1, dtype=bool)
+    while True:
+        action, _ = model.predict(obs, episode_start=start, deterministic=cfg.eval.deterministic)
+        obs, _, dones, infos = venv.step(action)
+        start = dones
+        observations.append(infos[0]["terminal_observation"] if dones[0] else obs[0])
+        if dones[0]:
+            break
+    env = venv.envs[0].unwrapped if hasattr(venv, "envs") else venv.unwrapped
+    venv.close()
+    return {"observations": observations, "env": env, "agent": cfg.agent.name}
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -209,21 +209,25 @@ def pareto_scatter(points: Mapping[str, np.ndarray], objectives: Sequence[str], 
 _DOMAIN: dict[str, tuple[Callable, str]] = {}
 
 
-def register_domain_figure(name: str, fn: Callable | None = None, env_pattern: str = "*"):
+def register_domain_figure(name: str, fn: Callable | None = None, env_pattern: str = "*", replay: bool = False):
     """Register ``fn(run_dir: Path, eval_data: dict, out_dir: Path) -> Path | list[Path] | None``.
 
     ``plot_run`` calls it for runs whose env (id, scenario or factory) matches ``env_pattern``
     (``fnmatch``, e.g. ``"morl/Highway-*"``). Usable as a decorator: ``@register_domain_figure("map")``.
+    With ``replay=True`` the figure is called as ``fn(run_dir, eval_data, out_dir, replay)``, where
+    ``replay(seed)`` plays one episode of the run's saved model and returns its record (see
+    :func:`morl.experiment.replay_episode`); the caller of :func:`plot_run` provides it (the experiment layer
+    does), so an environment's figure never loads agents itself.
     """
     def add(f):
-        _DOMAIN[name] = (f, env_pattern)
+        _DOMAIN[name] = (f, env_pattern, replay)
         return f
 
     return add if fn is None else add(fn)
 
 
 def domain_figures() -> dict[str, tuple[Callable, str]]:
-    return dict(_DOMAIN)
+    return {name: (fn, pattern) for name, (fn, pattern, _) in _DOMAIN.items()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -295,8 +299,11 @@ def _curve_columns(run_dir, objectives) -> list[tuple[str, str]]:
     return cols + [(f"rollout/return_{o}", f"episode return: {o}") for o in objectives]
 
 
-def plot_run(run_dir, out=None) -> list[Path]:
-    """Figures of one run directory (needs ``eval.json``) into ``out`` (default ``run_dir/plots``)."""
+def plot_run(run_dir, out=None, replay: Callable | None = None) -> list[Path]:
+    """Figures of one run directory (needs ``eval.json``) into ``out`` (default ``run_dir/plots``).
+
+    :param replay: ``replay(seed)`` for the domain figures that replay an episode (without it they are skipped).
+    """
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "plots"
     ev = json.loads((run_dir / "eval.json").read_text())
@@ -317,10 +324,14 @@ def plot_run(run_dir, out=None) -> list[Path]:
         made.append(evaluation_curves({label: [rows]}, out / "evaluations.png",
                                       title=f"{label}: deterministic evaluations during training"))
     env_name = str(ev.get("env"))
-    for name, (fn, pattern) in _DOMAIN.items():
+    for name, (fn, pattern, needs_replay) in _DOMAIN.items():
         if fnmatch.fnmatch(env_name, pattern):
+            if needs_replay and replay is None:
+                warnings.warn(f"domain figure {name!r} skipped: it replays an episode and plot_run got no replay",
+                              stacklevel=2)
+                continue
             try:
-                res = fn(run_dir, ev, out)
+                res = fn(run_dir, ev, out, replay) if needs_replay else fn(run_dir, ev, out)
             except Exception as exc:  # a broken domain figure must not hide the standard ones
                 warnings.warn(f"domain figure {name!r} failed: {exc!r}", stacklevel=2)
                 continue

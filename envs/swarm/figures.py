@@ -2,8 +2,8 @@
 
 :func:`coverage_figure` draws one or several methods side by side; :func:`w2_curves` computes W2 of the
 time-averaged measure at a few steps of a trajectory. The domain figure ``swarm_coverage`` is
-registered with :mod:`morl.plots`, so ``morl plot`` / ``morl eval`` on a ``morl/Swarm-*`` run re-runs one
-evaluation episode of the saved controller and draws it.
+registered with :mod:`morl.plots`, so ``morl plot`` / ``morl eval`` on a ``morl/Swarm-*`` run replays one
+evaluation episode of the saved controller (the replay the experiment layer hands to the figure) and draws it.
 """
 
 from __future__ import annotations
@@ -83,33 +83,15 @@ def coverage_figure(density, trajectories: dict, curves: dict | None = None, pat
     return path
 
 
-@register_domain_figure("swarm_coverage", env_pattern="morl/Swarm-*")
-def _run_figure(run_dir, eval_data: dict, out_dir) -> Path:
-    """Re-run the first evaluation episode of a run's saved controller and draw it."""
-    from morl import registry
-    from morl.experiment import EVAL_SEED_BASE, load_run_config, make_vec_env
-
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    venv = make_vec_env(cfg, 1, seed=None, monitor=False)
-    model = registry.resolve_agent(cfg.agent.name).load(run_dir / "model.zip", env=venv, device="cpu")
-    seed = eval_data["episodes"][0]["seed"] if eval_data.get("episodes") else EVAL_SEED_BASE
-    venv.seed(seed)
-    obs = venv.reset()
-    env = venv.envs[0].unwrapped
+@register_domain_figure("swarm_coverage", env_pattern="morl/Swarm-*", replay=True)
+def _run_figure(run_dir, eval_data: dict, out_dir, replay) -> Path:
+    """Replay the first evaluation episode of a run's saved controller and draw it."""
+    seed = eval_data["episodes"][0]["seed"]
+    episode = replay(seed)
+    env = episode["env"]
     pos_idx = list(env.task.dynamics.position_indices())
-    positions, start = [obs[0][:, pos_idx]], np.ones(1, bool)
-    while True:
-        action, _ = model.predict(obs, episode_start=start)
-        obs, _, dones, infos = venv.step(action)
-        start = dones
-        last = infos[0]["terminal_observation"] if dones[0] else obs[0]
-        positions.append(last[:, pos_idx])
-        if dones[0]:
-            break
-    venv.close()
-    traj = np.asarray(positions)
+    traj = np.asarray([obs[:, pos_idx] for obs in episode["observations"]])
+    name = eval_data["agent"]
     curve = w2_curves(traj, env.task.density)
-    return coverage_figure(env.task.density, {cfg.agent.name: traj}, {cfg.agent.name: curve},
-                           Path(out_dir) / "swarm_coverage.png",
-                           title=f"{cfg.name}: final W2 {curve[1][-1]:.2f} (seed {seed})")
+    return coverage_figure(env.task.density, {name: traj}, {name: curve}, Path(out_dir) / "swarm_coverage.png",
+                           title=f"{Path(run_dir).name}: final W2 {curve[1][-1]:.2f} (seed {seed})")
