@@ -37,7 +37,7 @@ import numpy as np
 import yaml
 
 from morl.config import ConfigError, load_config
-from morl.metrics import aggregate_runs, iqm, performance_profile, probability_of_improvement
+from morl.metrics import aggregate_runs, performance_profile, probability_of_improvement
 
 __all__ = ["LOWER_IS_BETTER", "load_suite", "run_benchmark", "report", "run_scores"]
 
@@ -165,9 +165,9 @@ def run_benchmark(suite_path, out=None, max_workers: int = 1, overrides=(), prog
         print(f"benchmark {suite['name']}: {len(specs) - len(todo)}/{len(specs)} runs done earlier, "
               f"{len(todo)} to run", file=sys.stderr, flush=True)
     if max_workers > 1 and len(todo) > 1:
-        from morl.sweep import _run_pool
+        from morl.sweep import run_pool
 
-        _run_pool(_train_one, todo, max_workers, on_done=_progress(todo, specs, t0) if progress else None)
+        run_pool(_train_one, todo, max_workers, on_done=_progress(todo, specs, t0) if progress else None)
     else:
         tick = _progress(todo, specs, t0) if progress else None
         for spec in todo:
@@ -214,9 +214,9 @@ def report(suite: dict, specs: list[dict], out: Path) -> dict:
                 if not vals:
                     continue
                 agg = aggregate_runs(vals)
-                lo_iqm = aggregate_runs(vals, statistic="iqm")
+                agg_iqm = aggregate_runs(vals, statistic="iqm")
                 row[m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "lo": agg["lo"], "hi": agg["hi"],
-                          "iqm": lo_iqm["value"], "iqm_lo": lo_iqm["lo"], "iqm_hi": lo_iqm["hi"]}
+                          "iqm": agg_iqm["value"], "iqm_lo": agg_iqm["lo"], "iqm_hi": agg_iqm["hi"]}
             tables[task][agent] = row
         for a, b in suite["compare"]:
             if a not in suite["tasks"][task] or b not in suite["tasks"][task]:

@@ -49,6 +49,7 @@ __all__ = [
     "VectorRewardCallback",
     "VectorRewardError",
     "log_vector_returns",
+    "step_vector_rewards",
     "update_info_buffer_at_ends",
     "vector_rewards_from_infos",
     "vector_reward_array_env",
@@ -694,6 +695,16 @@ def vector_reward_array_env(venv):
     rewards = getattr(venv, "vector_rewards", None)
     ok = isinstance(rewards, np.ndarray) and rewards.ndim == 2 and rewards.shape[0] == getattr(venv, "num_envs", -1)
     return venv if ok else None
+
+
+def step_vector_rewards(array_env, infos: Sequence[dict[str, Any]], n_envs: int,
+                        reward_dim: int | None = None) -> np.ndarray:
+    """One step's reward vectors ``(n_envs, m)``: ``array_env.vector_rewards`` itself (not a copy) when a batched
+    env keeps them (``array_env`` from :func:`vector_reward_array_env`, or None), else stacked from ``infos``
+    (:func:`vector_rewards_from_infos`)."""
+    if array_env is not None:
+        return array_env.vector_rewards
+    return vector_rewards_from_infos(infos, n_envs, reward_dim)
 
 
 def update_info_buffer_at_ends(model, infos: Sequence[dict[str, Any]], dones: np.ndarray | None = None) -> None:

@@ -211,10 +211,10 @@ def _clock(seconds: float) -> str:
 
 
 def _run_local(specs: list[dict], max_workers: int | None) -> None:
-    _run_pool(run_one, specs, max_workers)
+    run_pool(run_one, specs, max_workers)
 
 
-def _run_pool(fn, specs: list[dict], max_workers: int | None, on_done=None) -> None:
+def run_pool(fn, specs: list[dict], max_workers: int | None, on_done=None) -> None:
     """``fn(spec)`` for every spec in local worker processes; ``on_done()`` after each one finishes."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -388,7 +388,7 @@ def _summarize_periodic(sweep_dir: Path, specs: list[dict], reps: int) -> None:
         return
     summary, stable = [], []
     for group, group_runs in runs.items():
-        k = _last_k(specs, group)
+        k = next(int(s["config"]["eval"]["last_k"]) for s in specs if s["group"] == group)
         means = [summarise_evaluations(r, (), k)["last_k_mean"] for r in group_runs]
         row = {"group": group, "runs": len(means), "last_k": k}
         for name in [n for n in means[0] if all(n in m for m in means)]:
@@ -410,16 +410,6 @@ def _summarize_periodic(sweep_dir: Path, specs: list[dict], reps: int) -> None:
     _write_csv(sweep_dir / "stability.csv", stable)
     evaluation_curves(runs, sweep_dir / "plots" / "evaluations.png",
                       title="Evaluations during training, every seed")
-
-
-def _last_k(specs: list[dict], group: str) -> int:
-    import yaml
-
-    for spec in specs:
-        if spec["group"] == group:
-            data = yaml.safe_load((Path(spec["run_dir"]) / "config.yaml").read_text())
-            return int((data.get("eval") or {}).get("last_k", 5))
-    return 5
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
-from morl.buffers import vector_reward_array_env, vector_rewards_from_infos
+from morl.buffers import step_vector_rewards, vector_reward_array_env
 from morl.gate import GateTerms
 from morl.preorder import PreorderError
 
@@ -52,8 +52,5 @@ class PreorderVecGate(VecEnvWrapper):
 
     def step_wait(self):
         obs, _, dones, infos = self.venv.step_wait()
-        if self._array_env is not None:
-            vec = self._array_env.vector_rewards
-        else:
-            vec = vector_rewards_from_infos(infos, self.num_envs, len(self.terms.objectives))
+        vec = step_vector_rewards(self._array_env, infos, self.num_envs, len(self.terms.objectives))
         return obs, self.terms.reward(vec), dones, infos

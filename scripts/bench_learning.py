@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -119,8 +120,6 @@ def run_one(agent: str, seed: int, args, out: Path) -> dict:
     cfg = load_config(cfg_path, overrides=overrides)
     run_dir = out / "runs" / f"{agent}-seed{seed}"
     if run_dir.exists():  # an unfinished run of a killed benchmark: start it again
-        import shutil
-
         shutil.rmtree(run_dir)
     stop = StopAtThreshold(run_dir, args.success, args.collision, args.cap)
     experiment.train(cfg, run_dir=run_dir, source=str(cfg_path), callbacks=[stop], evaluate_after=False)

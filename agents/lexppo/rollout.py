@@ -17,7 +17,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from morl.buffers import MORolloutBuffer, vector_reward_array_env, vector_rewards_from_infos
+from morl.buffers import MORolloutBuffer, step_vector_rewards, vector_reward_array_env
 
 __all__ = ["VecVectorReward", "VectorRolloutBuffer"]
 
@@ -40,10 +40,9 @@ class VecVectorReward(VecEnvWrapper):
 
     def step_wait(self):
         obs, _, dones, infos = self.venv.step_wait()
-        if self._source is not None:
-            rewards = np.array(self._source.vector_rewards, dtype=np.float32)  # a copy: SB3 adds to it in place
-        else:
-            rewards = vector_rewards_from_infos(infos, self.num_envs)
+        vec = step_vector_rewards(self._source, infos, self.num_envs)
+        # a copy of the simulator's array: SB3 adds to the rewards in place (the stacked infos are fresh already)
+        rewards = np.array(vec, dtype=np.float32) if self._source is not None else vec
         return obs, rewards, dones, infos
 
 
