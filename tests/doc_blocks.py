@@ -54,6 +54,20 @@ def with_tiny_budgets(block: str) -> str:
     return block
 
 
+def check_config_block(data: dict, source: str):
+    """Validate a YAML block through the config schema (a ConfigError names the field of a wrong block) and check
+    that every plain value the block sets is what the config holds; returns the config."""
+    from morl.config import config_from_dict
+
+    cfg = config_from_dict(data, source=source)
+    for section, values in data.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if key in type(getattr(cfg, section)).model_fields and not isinstance(value, (dict, list)):
+                    assert getattr(getattr(cfg, section), key) == value, f"{source}: {section}.{key}"
+    return cfg
+
+
 def _subcommand_options() -> dict[str, set[str]]:
     from morl.cli import build_parser
 

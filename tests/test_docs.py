@@ -11,9 +11,9 @@ import time
 import pytest
 import yaml
 
-from doc_blocks import (LANGUAGES, PAGES, ROOT, bash_problems, block_ids, code_blocks, module_name, with_tiny_budgets,
-                        write_modules)
-from morl.config import ExperimentConfig, config_from_dict
+from doc_blocks import (LANGUAGES, PAGES, ROOT, bash_problems, block_ids, check_config_block, code_blocks, module_name,
+                        with_tiny_budgets, write_modules)
+from morl.config import ExperimentConfig
 
 PYTHON = [b for page in PAGES for b in block_ids(page, "python")]
 YAML = [b for page in PAGES for b in block_ids(page, "yaml")]
@@ -98,7 +98,7 @@ def test_yaml_block_validates(block, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     data = yaml.safe_load(text)
     data.setdefault("name", "docs")
-    config_from_dict(data, source=str(page))
+    check_config_block(data, str(page))
 
 
 @pytest.mark.parametrize("block", BASH, ids=_id)
