@@ -184,7 +184,9 @@ def figure(records: list[dict], path: Path) -> Path:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--agents", nargs="+", default=list(AGENTS), choices=list(AGENTS))
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per agent")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds per agent")
+    p.add_argument("--seed-start", type=int, default=0,
+                   help="first seed (seeds SEED_START..SEED_START+N-1; tune on seeds you do not report)")
     p.add_argument("--interval", type=int, default=20_000, help="env-steps between evaluations")
     p.add_argument("--episodes", type=int, default=50, help="held-out episodes per evaluation")
     p.add_argument("--success", type=float, default=0.8)
@@ -205,7 +207,7 @@ def main(argv=None) -> int:
     records = json.loads(results_path.read_text()) if results_path.exists() else []
     done = {(r["agent"], r["seed"]) for r in records}
     for agent in args.agents:
-        for seed in range(args.seeds):
+        for seed in range(args.seed_start, args.seed_start + args.seeds):
             if (agent, seed) in done:
                 print(f"[bench_learning] {agent} seed {seed}: done earlier, kept", flush=True)
                 continue
