@@ -46,7 +46,8 @@ import yaml
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecCheckNan, VecEnv, VecMonitor
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecCheckNan, VecEnv
 
 from morl import registry
 from morl.checkpoints import (
@@ -65,9 +66,12 @@ from morl.evaluate import EVAL_BATCH, EVAL_SEED_BASE, EvalEnvs, ObjectiveLogger,
 from morl.periodic import PeriodicEvaluation
 from morl.metrics import episode_metrics
 from morl.preorder import PreorderError
+from morl.rollout import with_array_rollouts
+from morl.vec_arrays import array_step_env
+from morl.vec_wrappers import ArrayVecMonitor
 from morl.wrappers import FiniteCheck, MOEpisodeStatistics, NonFiniteError, Scalarize, WithPreorder
 
-__all__ = ["make_env", "replay_episode", "make_vec_env", "env_kwargs", "env_objectives", "check_config", "build_agent", "new_run_dir",
+__all__ = ["make_env", "replay_episode", "make_vec_env", "env_kwargs", "env_objectives", "check_config", "agent_class", "build_agent", "new_run_dir",
            "train", "resume", "evaluate", "load_run_config", "AtomicCheckpoint", "DivergenceGuard", "DivergenceError",
            "TrainingInterrupted",
            "EVAL_SEED_BASE", "PER_ENV"]
@@ -166,7 +170,7 @@ def make_vec_env(cfg: ExperimentConfig, n_envs: int, seed: int | None, monitor: 
         # batched simulators: SB3's NaN/inf check on observations, rewards and actions
         venv = _VecFiniteCheck(venv, raise_exception=True)
         if monitor:  # SB3's episode statistics (ep_rew_mean), as Monitor gives the single envs
-            venv = VecMonitor(venv)
+            venv = ArrayVecMonitor(venv)
     else:
         data = cfg.model_dump(mode="json")
         fns = [partial(_env_fn, data, monitor, i) for i in range(n_envs)]
@@ -184,6 +188,15 @@ class _VecFiniteCheck(VecCheckNan):
             super()._check_val(event, **kwargs)
         except ValueError as exc:
             raise NonFiniteError(str(exc)) from None
+
+    def step_arrays(self, actions):
+        """``step_async`` and ``step_wait``'s checks around the wrapped env's array step (:mod:`morl.vec_arrays`)."""
+        self._check_val(event="step_async", actions=actions)
+        self._actions = actions
+        step = self.venv.step_arrays(actions)
+        self._check_val(event="step_wait", observations=step.obs, rewards=step.rewards, dones=step.dones)
+        self._observations = step.obs
+        return step
 
 
 def env_objectives(env) -> tuple[str, ...]:
@@ -226,9 +239,19 @@ def check_config(cfg: ExperimentConfig, source: str) -> tuple[str, ...]:
 # Agents and callbacks
 
 
+def agent_class(cfg: ExperimentConfig, env: VecEnv) -> type:
+    """The configured agent's class; an SB3 on-policy algorithm (``PPO``, ``A2C``, ...) on an array-step VecEnv
+    (the batched simulators) gets :class:`morl.rollout.ArrayRollouts`, so it collects rollouts without
+    per-env Python work (the same rollouts as SB3's own loop)."""
+    cls = registry.resolve_agent(cfg.agent.name)
+    if issubclass(cls, OnPolicyAlgorithm) and array_step_env(env):
+        return with_array_rollouts(cls)
+    return cls
+
+
 def build_agent(cfg: ExperimentConfig, env: VecEnv, source: str = "<config>"):
     """Instantiate the configured agent on ``env`` (seed, device and preorder passed when accepted)."""
-    cls = registry.resolve_agent(cfg.agent.name)
+    cls = agent_class(cfg, env)
     params, var_kw = registry.agent_parameters(cls)
     kwargs = copy.deepcopy(cfg.agent.kwargs)  # SB3 adds entries to policy_kwargs (A2C: optimizer_class)
     accepts = lambda name: name in params or var_kw  # noqa: E731
@@ -395,7 +418,6 @@ def resume(run_dir, overrides=(), callbacks=(), evaluate_after: bool = True) -> 
     cfg = load_run_config(run_dir, overrides)
     source = str(run_dir / "config.yaml")
     state = read_checkpoint_state(run_dir)
-    cls = registry.resolve_agent(cfg.agent.name)
     if state is not None:
         model_path = run_dir / "checkpoints" / state["model"]
     elif (run_dir / "model.zip").exists():
@@ -413,7 +435,7 @@ def resume(run_dir, overrides=(), callbacks=(), evaluate_after: bool = True) -> 
     venv = make_vec_env(cfg, cfg.train.n_envs, seed=None)
     model = None
     try:
-        model = cls.load(model_path, env=venv, device=cfg.train.device)
+        model = agent_class(cfg, venv).load(model_path, env=venv, device=cfg.train.device)
         done = int(model.num_timesteps)
         remaining = cfg.train.total_timesteps - done
         if remaining <= 0:

@@ -12,6 +12,8 @@ What differs from SB3's ``PPO.train``:
 - losses are accumulated on the device and read once per update, and the rollout goes to the
   device once per update (:class:`morl.buffers.DeviceRolloutBuffer`, which :class:`~morl.buffers.MORolloutBuffer`
   extends), so a CUDA run does not synchronise after every minibatch;
+- on an array-step VecEnv (the batched simulator) rollouts are collected without per-env Python work
+  (:mod:`morl.rollout`), with the same buffer contents as SB3's ``collect_rollouts``;
 - per-objective returns are logged (``rollout/vector_return/<objective>``) through
   :class:`morl.buffers.MORolloutBuffer` whenever the env reports ``info["vector_reward"]``.
 """
@@ -31,6 +33,7 @@ from morl.agents.carl.policies import BetaPolicy
 from morl.agent_env import FitsVectorEnvOnLoad, agent_env
 from morl.evaluate import with_objective_logger
 from morl.ppo import ppo_epochs, ppo_loss
+from morl.rollout import ArrayRollouts
 from morl.buffers import (
     DeviceRolloutBuffer,
     MORolloutBuffer,
@@ -67,7 +70,7 @@ class linear_schedule:  # noqa: N801 (a picklable callable used like a function)
         return f"linear_schedule({self.initial})"
 
 
-class CaRLPPO(FitsVectorEnvOnLoad, PPO):
+class CaRLPPO(ArrayRollouts, FitsVectorEnvOnLoad, PPO):
     """PPO with CaRL's defaults and a Beta policy for ``Box`` actions.
 
     :param policy: ``"BetaPolicy"`` (default for ``Box`` actions) or any SB3 PPO policy alias/class;

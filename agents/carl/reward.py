@@ -186,14 +186,23 @@ class CaRLVecReward(_CaRLTerms, VecEnvWrapper):
 
     def step_wait(self):
         obs, _, dones, infos = self.venv.step_wait()
+        ended = np.zeros(self.num_envs, dtype=bool)
+        for i in np.flatnonzero(dones):
+            ended[i] = not infos[i].get("TimeLimit.truncated", False)
+        return obs, self._rewards(infos, dones, ended), dones, infos
+
+    def step_arrays(self, actions):
+        """The array step (:mod:`morl.vec_arrays`) with CaRL's rewards."""
+        step = self.venv.step_arrays(actions)
+        return step._replace(rewards=self._rewards(step.infos, step.dones, step.dones & ~step.truncated))
+
+    def _rewards(self, infos, dones: np.ndarray, ended: np.ndarray) -> np.ndarray:
+        """The step's rewards; ``ended``: the episode ended by termination (it may pay ``T``)."""
         get = self._getter(infos)
         hard = get("carl_hard_infraction") != 0
         if np.any(hard & ~dones):
             raise RuntimeError(f"CaRLVecReward: env {int(np.flatnonzero(hard & ~dones)[0])} reported a hard "
                                "infraction without ending its episode; the VecEnv must end episodes on hard infractions")
-        ended = np.zeros(self.num_envs, dtype=bool)
-        for i in np.flatnonzero(dones):
-            ended[i] = not infos[i].get("TimeLimit.truncated", False)
         reward, _, self._since_ttc = self.carl_terms(get, self._since_ttc, ended)
         self._since_ttc[dones] = -1  # the next step starts a new episode
-        return obs, reward.astype(np.float32), dones, infos
+        return reward.astype(np.float32)

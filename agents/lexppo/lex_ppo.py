@@ -70,6 +70,7 @@ from morl.agent_env import env_preorder
 from morl.buffers import log_vector_returns, update_info_buffer_at_ends
 from morl.ppo import ppo_epochs, ppo_loss
 from morl.preorder import Preorder
+from morl.rollout import ArrayRollouts
 from morl.registry import import_callable
 
 __all__ = ["LexPPO", "lexicographic_weights", "strictly_above"]
@@ -91,7 +92,7 @@ def lexicographic_weights(above: np.ndarray, multipliers, betas) -> np.ndarray:
     return betas + np.asarray(multipliers, dtype=np.float64) * (above.astype(np.float64) @ betas)
 
 
-class LexPPO(PPO):
+class LexPPO(ArrayRollouts, PPO):
     """PPO with one critic per objective and a policy step that follows the env's preorder.
 
     :param policy: ``"MlpPolicy"`` / ``"CnnPolicy"`` (the vector-value policies of

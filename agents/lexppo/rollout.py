@@ -40,10 +40,17 @@ class VecVectorReward(VecEnvWrapper):
 
     def step_wait(self):
         obs, _, dones, infos = self.venv.step_wait()
+        return obs, self._vectors(infos), dones, infos
+
+    def step_arrays(self, actions):
+        """The array step (:mod:`morl.vec_arrays`) with the reward vectors as rewards."""
+        step = self.venv.step_arrays(actions)
+        return step._replace(rewards=self._vectors(step.infos))
+
+    def _vectors(self, infos) -> np.ndarray:
         vec = step_vector_rewards(self._source, infos, self.num_envs)
         # a copy of the simulator's array: SB3 adds to the rewards in place (the stacked infos are fresh already)
-        rewards = np.array(vec, dtype=np.float32) if self._source is not None else vec
-        return obs, rewards, dones, infos
+        return np.array(vec, dtype=np.float32) if self._source is not None else vec
 
 
 class VectorRolloutBuffer(MORolloutBuffer):

@@ -29,6 +29,7 @@ from morl.envs.driving import objectives as ob
 from morl.envs.driving.batch import BatchSim
 from morl.envs.driving.env import _BOOL_KEYS, build_sim_config, check_actions, driving_spaces
 from morl.preorder import Preorder
+from morl.vec_arrays import ArrayStep, StepInfos
 
 __all__ = ["DrivingVecEnv", "StepInfo", "make_vec"]
 
@@ -183,19 +184,31 @@ class DrivingVecEnv(VecEnv):
     def step_wait(self):
         if self._actions is None:
             raise RuntimeError("step_wait called without step_async")
+        actions, self._actions = self._actions, None
+        step = self._step(actions)
+        return step.obs, step.rewards, step.dones, list(step.infos)
+
+    def step_arrays(self, actions) -> ArrayStep:
+        """``step_async(actions)`` and ``step_wait()`` in one call, the results as arrays
+        (:class:`morl.vec_arrays.ArrayStep`); only the ended envs' infos are built at the step."""
+        return self._step(check_actions(actions, self.sim.continuous, self.num_envs))
+
+    def _step(self, actions) -> ArrayStep:
         sim = self.sim
-        sim.step(self._actions, auto_reset=True)
-        self._actions = None
+        sim.step(actions, auto_reset=True)
         # fresh arrays each step: infos handed out earlier keep their own step's values
         self.vector_rewards = sim.rew.copy()
         self.info_array = sim.info.copy()
-        rewards = self.vector_rewards @ self.weights
+        info_array, vector_rewards = self.info_array, self.vector_rewards
+        rewards = (vector_rewards @ self.weights).astype(np.float32, copy=False)
         dones = sim.terminated | sim.truncated
-        infos = [StepInfo(self.info_array, self.vector_rewards, i) for i in range(self.num_envs)]
-        for i in np.flatnonzero(dones):
-            infos[i]["terminal_observation"] = sim.terminal_obs[i].copy()
-            infos[i]["TimeLimit.truncated"] = bool(sim.truncated[i] and not sim.terminated[i])
-        return sim.obs.copy(), rewards.astype(np.float32, copy=False), dones.copy(), infos
+        truncated = sim.truncated & ~sim.terminated
+        ended = {int(i): StepInfo(info_array, vector_rewards, int(i),
+                                  {"terminal_observation": sim.terminal_obs[i].copy(),
+                                   "TimeLimit.truncated": bool(truncated[i])})
+                 for i in np.flatnonzero(dones)}
+        infos = StepInfos(self.num_envs, lambda i: StepInfo(info_array, vector_rewards, i), ended)
+        return ArrayStep(sim.obs.copy(), rewards, dones, truncated, sim.terminal_obs, infos)
 
     def step_kernel(self, actions) -> None:
         """The raw batched step, no infos, no check of the action values (their shape is checked): results stay
