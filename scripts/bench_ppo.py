@@ -8,8 +8,12 @@ one torch thread (``train.torch_threads``' default) unless ``--threads`` says ot
 (a) Same env and settings for all rows (``n_steps``, ``batch_size``, epochs, the same MLP, the same PPO
     coefficients, value clipping on): SB3 ``PPO`` with ``MlpPolicy``; ``CaRLPPO`` with SB3's Gaussian
     ``ActorCriticPolicy`` (so the difference to SB3 is our bookkeeping: ``MORolloutBuffer``, which reads
-    the simulator's reward-vector array at each step, the per-rollout vector logging, our ``train``); and
-    ``CaRLPPO`` with ``BetaPolicy`` (the distribution's own cost on top).
+    the simulator's reward-vector array at each step, the per-rollout vector logging, our ``train``, and
+    the array-step collection of :mod:`morl.rollout`); the same with ``array_rollouts = False`` (SB3's
+    ``collect_rollouts``, so the two Gaussian rows differ by the collection path alone); and
+    ``CaRLPPO`` with ``BetaPolicy`` (the distribution's own cost on top); and ``LexPPO`` with the same Gaussian
+    actor (its weights copied), one critic per objective, per-objective GAE and its multipliers, following the
+    route's preorder: its ratio to ``CaRLPPO (Gaussian)`` is the cost of the lexicographic update.
     The learning rate is 0 by default (``--learning-rate``): the updates do all their work, but every
     row keeps the same policy, so the simulator does the same work for each.
     The rows alternate within each repeat; the table shows medians and the ratio to SB3 (target >= 1.0x).
@@ -47,6 +51,7 @@ from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.policies import ActorCriticPolicy  # noqa: E402
 
 from morl.agents.carl import CaRLPPO  # noqa: E402
+from morl.agents.lexppo import LexPPO  # noqa: E402
 from morl.config import config_from_dict  # noqa: E402
 from morl.experiment import make_vec_env  # noqa: E402
 
@@ -114,11 +119,18 @@ def build_rows(venv, n_steps: int, batch_size: int, n_epochs: int, net: list[int
     rows = {
         "SB3 PPO (MlpPolicy)": PPO("MlpPolicy", venv, **common),
         "CaRLPPO (Gaussian)": CaRLPPO(ActorCriticPolicy, venv, **common),
+        "CaRLPPO (Gaussian, SB3 loop)": CaRLPPO(ActorCriticPolicy, venv, **common),
         "CaRLPPO (BetaPolicy)": CaRLPPO("BetaPolicy", venv, **common),
+        "LexPPO (Gaussian)": LexPPO(ActorCriticPolicy, venv, **common),
     }
+    rows["CaRLPPO (Gaussian, SB3 loop)"].array_rollouts = False  # SB3's collect_rollouts: the array path's baseline
     # The same initial weights for both Gaussian rows: the models are built one after the other, so their
     # initialisations differ, and a policy that ends more episodes makes the env do more work.
-    rows["CaRLPPO (Gaussian)"].policy.load_state_dict(rows["SB3 PPO (MlpPolicy)"].policy.state_dict())
+    for name in ("CaRLPPO (Gaussian)", "CaRLPPO (Gaussian, SB3 loop)"):
+        rows[name].policy.load_state_dict(rows["SB3 PPO (MlpPolicy)"].policy.state_dict())
+    # LexPPO's value head has one output per objective: the same actor, its own critic
+    actor = {k: v for k, v in rows["SB3 PPO (MlpPolicy)"].policy.state_dict().items() if not k.startswith("value_net")}
+    rows["LexPPO (Gaussian)"].policy.load_state_dict(actor, strict=False)
     return rows
 
 
@@ -202,13 +214,13 @@ def main(argv=None) -> int:
     print(f"\n(a) same env and settings: route scenario, E={args.n_envs}, n_steps={args.n_steps}, "
           f"batch={args.batch_size}, epochs={args.n_epochs}, net={args.net} tanh, lr {args.learning_rate:g}; "
           f"{args.rollouts} rollout(s) per run, median of {args.repeats}")
-    print(f"| {'agent':<22} | env-steps/s | per CPU-s | collect s | update s | episodes "
+    print(f"| {'agent':<28} | env-steps/s | per CPU-s | collect s | update s | episodes "
           f"| vs SB3 PPO, wall / CPU (target >= 1.0x) |")
-    print(f"|{'-' * 24}|-------------|-----------|-----------|----------|----------"
+    print(f"|{'-' * 30}|-------------|-----------|-----------|----------|----------"
           f"|-----------------------------------------|")
     for name, rate, cpu, collect, update, episodes in rows:
         ratio = f"{rate / base:.2f}x / {cpu / base_cpu:.2f}x"
-        print(f"| {name:<22} | {rate:>11,.0f} | {cpu:>9,.0f} | {collect:>9.3f} | {update:>8.3f} | {episodes:>8.0f} "
+        print(f"| {name:<28} | {rate:>11,.0f} | {cpu:>9,.0f} | {collect:>9.3f} | {update:>8.3f} | {episodes:>8.0f} "
               f"| {ratio:>39} |")
     if not args.skip_e2e:
         print(f"\n(b) end to end: CaRLPPO defaults (BetaPolicy, ReLU), route scenario, E={args.e2e_envs}, "
