@@ -10,8 +10,8 @@ one torch thread (``train.torch_threads``' default) unless ``--threads`` says ot
     ``ActorCriticPolicy`` (so the difference to SB3 is our bookkeeping: ``MORolloutBuffer``, which reads
     the simulator's reward-vector array at each step, the per-rollout vector logging, our ``train``, and
     the array-step collection of :mod:`morl.rollout`); the same with ``array_rollouts = False`` (SB3's
-    ``collect_rollouts``, so the two Gaussian rows differ by the collection path alone); and
-    ``CaRLPPO`` with ``BetaPolicy`` (the distribution's own cost on top); and ``LexPPO`` with the same Gaussian
+    ``collect_rollouts``, so the two Gaussian rows differ by the collection path alone); ``CaRLPPO`` with
+    ``BetaPolicy`` (the distribution's own cost on top); and ``LexPPO`` with the same Gaussian
     actor (its weights copied), one critic per objective, per-objective GAE and its multipliers, following the
     route's preorder: its ratio to ``CaRLPPO (Gaussian)`` is the cost of the lexicographic update.
     The learning rate is 0 by default (``--learning-rate``): the updates do all their work, but every
@@ -124,13 +124,16 @@ def build_rows(venv, n_steps: int, batch_size: int, n_epochs: int, net: list[int
         "LexPPO (Gaussian)": LexPPO(ActorCriticPolicy, venv, **common),
     }
     rows["CaRLPPO (Gaussian, SB3 loop)"].array_rollouts = False  # SB3's collect_rollouts: the array path's baseline
-    # The same initial weights for both Gaussian rows: the models are built one after the other, so their
+    # The same initial weights for the Gaussian rows: the models are built one after the other, so their
     # initialisations differ, and a policy that ends more episodes makes the env do more work.
+    weights = rows["SB3 PPO (MlpPolicy)"].policy.state_dict()
     for name in ("CaRLPPO (Gaussian)", "CaRLPPO (Gaussian, SB3 loop)"):
-        rows[name].policy.load_state_dict(rows["SB3 PPO (MlpPolicy)"].policy.state_dict())
+        rows[name].policy.load_state_dict(weights)
     # LexPPO's value head has one output per objective: the same actor, its own critic
-    actor = {k: v for k, v in rows["SB3 PPO (MlpPolicy)"].policy.state_dict().items() if not k.startswith("value_net")}
-    rows["LexPPO (Gaussian)"].policy.load_state_dict(actor, strict=False)
+    actor = {k: v for k, v in weights.items() if not k.startswith("value_net.")}
+    keys = rows["LexPPO (Gaussian)"].policy.load_state_dict(actor, strict=False)
+    if keys.unexpected_keys or any(not k.startswith("value_net.") for k in keys.missing_keys):
+        raise RuntimeError(f"LexPPO's actor does not match SB3 PPO's: {keys}")
     return rows
 
 
