@@ -72,6 +72,10 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
     :param policy: policy class or alias ("MlpPolicy", "CnnPolicy", "MultiInputPolicy").
     :param env: the environment (scalar reward), or its registered id.
     :param learning_rate: learning rate or schedule of the remaining progress (1 to 0).
+    :param learning_rate_final: when given, the learning rate decays linearly from ``learning_rate`` (a
+        number) to this value over the whole of training (``None``: constant, or the caller's schedule).
+        A decay to (near) zero lets the greedy policy settle late in training instead of switching between
+        near-tied actions as each new minibatch moves the quantiles.
     :param buffer_size: replay buffer size.
     :param learning_starts: steps collected before learning starts.
     :param batch_size: minibatch size.
@@ -121,6 +125,7 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
         policy: str | type[IQNPolicy],
         env: GymEnv | str | None,
         learning_rate: float | Schedule = 5e-5,
+        learning_rate_final: float | None = None,
         buffer_size: int = 1_000_000,
         learning_starts: int = 100,
         batch_size: int = 32,
@@ -154,6 +159,11 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
     ):
         # A vector-reward Gymnasium env is scalarised here (or refused, naming the wrapper to use).
         env = agent_env(env, type(self).__name__, weights_needed=self.trains_on_scalar_reward)
+        if learning_rate_final is not None:
+            if callable(learning_rate) or not 0.0 <= float(learning_rate_final) <= float(learning_rate):
+                raise ValueError(f"learning_rate_final must be in [0, learning_rate] with a numeric learning_rate, "
+                                 f"got learning_rate={learning_rate!r}, learning_rate_final={learning_rate_final!r}")
+            learning_rate = LinearSchedule(float(learning_rate), float(learning_rate_final), 1.0)
         super().__init__(
             policy, env, learning_rate, buffer_size, learning_starts, batch_size, tau, gamma, train_freq,
             gradient_steps, action_noise=None, replay_buffer_class=replay_buffer_class,

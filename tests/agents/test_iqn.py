@@ -379,3 +379,20 @@ def test_fused_adam_is_asked_for_only_where_torch_has_it(monkeypatch):
         monkeypatch.setattr(iqn_module.th, "__version__", version)
         assert iqn_module._fused_adam_supported(th.device("cpu")) is cpu
         assert iqn_module._fused_adam_supported(th.device("cuda")) is True
+
+
+def test_learning_rate_final_decays_linearly_through_training_and_survives_save_load(tmp_path):
+    model = IQN("MlpPolicy", "CartPole-v1", learning_rate=1e-3, learning_rate_final=1e-4, learning_starts=20,
+                train_freq=1, seed=0)
+    model.learn(200)
+    # the last train call comes after the 200th step, at progress remaining 0: the final rate
+    assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4, rel=1e-9)
+    model.save(tmp_path / "m")
+    loaded = IQN.load(tmp_path / "m")
+    assert loaded.lr_schedule(0.5) == pytest.approx(5.5e-4)
+    constant = IQN("MlpPolicy", "CartPole-v1", learning_rate=1e-3, seed=0)
+    assert constant.lr_schedule(0.0) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="learning_rate_final"):
+        IQN("MlpPolicy", "CartPole-v1", learning_rate=1e-4, learning_rate_final=1e-3)
+    with pytest.raises(ValueError, match="learning_rate_final"):
+        IQN("MlpPolicy", "CartPole-v1", learning_rate=lambda p: 1e-3 * p, learning_rate_final=0.0)
