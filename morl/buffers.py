@@ -1,11 +1,9 @@
-"""stable-baselines3 buffers that keep the reward vector.
+"""stable-baselines3 rollout buffers that keep the reward vector, and the helpers both buffer kinds share.
 
 SB3 sees a scalar reward (a declared scalarisation, e.g. ``morl.wrappers.Scalarize``); the vector
 travels in ``info["vector_reward"]`` (the MO-Gymnasium channel). These buffers store it
-next to everything SB3 stores.
+next to everything SB3 stores. The off-policy buffers are in :mod:`morl.replay`.
 
-- :class:`MOReplayBuffer`: off-policy. SB3 passes ``infos`` to ``ReplayBuffer.add``, so the vector is
-  read there. Use ``DQN(..., replay_buffer_class=MOReplayBuffer, replay_buffer_kwargs=dict(reward_dim=m))``.
 - :class:`MORolloutBuffer`: on-policy. SB3's ``RolloutBuffer.add`` gets no ``infos``; with an
   unmodified SB3 algorithm add :class:`VectorRewardCallback`, whose ``_on_step`` runs after
   ``env.step`` and before ``rollout_buffer.add`` and hands the step's ``infos`` to the buffer:
@@ -15,13 +13,10 @@ next to everything SB3 stores.
 
 Vector rewards are never normalised by ``VecNormalize`` (it only knows the scalar).
 
-**Devices.** SB3's buffers keep NumPy arrays and copy every sampled field to the device, each copy a
-host-device synchronisation on CUDA. With ``device_storage=True``, :class:`DeviceReplayBuffer` (and
-:class:`MOReplayBuffer`, built on it) mirrors its arrays on the device (the rows added since the last
-sample are copied once, at the next sample) and draws and gathers minibatches there.
-:class:`DeviceRolloutBuffer` (and :class:`MORolloutBuffer`, built on it) moves the rollout to the device
-once per :meth:`~DeviceRolloutBuffer.get` and cuts minibatches there, with the same permutation as
-SB3's, so on the CPU they give SB3's minibatches exactly.
+**Devices.** SB3's rollout buffer copies every minibatch field to the device, each copy a host-device
+synchronisation on CUDA. :class:`DeviceRolloutBuffer` (and :class:`MORolloutBuffer`, built on it) moves
+the rollout to the device once per :meth:`~DeviceRolloutBuffer.get` and cuts minibatches there, with the
+same permutation as SB3's, so on the CPU they give SB3's minibatches exactly.
 """
 
 from __future__ import annotations
@@ -32,18 +27,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
-from stable_baselines3.common.type_aliases import ReplayBufferSamples, RolloutBufferSamples
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.type_aliases import RolloutBufferSamples
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 
 from morl.stats import EpisodeStatistics, discounted_returns, episode_statistics, gae
 
 __all__ = [
-    "DeviceReplayBuffer",
     "DeviceRolloutBuffer",
-    "MOReplayBuffer",
-    "MOReplayBufferSamples",
     "MORolloutBuffer",
     "MORolloutBufferSamples",
     "VectorRewardCallback",
@@ -89,284 +81,11 @@ def vector_rewards_from_infos(infos: Sequence[dict[str, Any]], n_envs: int, rewa
     return np.stack(rows)
 
 
-def _check_reward_dim(reward_dim: int | None) -> int | None:
+def check_reward_dim(reward_dim: int | None) -> int | None:
+    """``reward_dim`` as an int (``None`` stays ``None``: inferred at the first step), or a ValueError naming it."""
     if reward_dim is not None and (int(reward_dim) != reward_dim or reward_dim < 1):
         raise ValueError(f"reward_dim must be a positive integer or None, got {reward_dim!r}")
     return None if reward_dim is None else int(reward_dim)
-
-
-# ----------------------------------------------------------------------------------------------
-# off-policy
-# ----------------------------------------------------------------------------------------------
-class MOReplayBufferSamples(NamedTuple):
-    """SB3's ``ReplayBufferSamples`` with vector rewards.
-
-    ``rewards`` is what the algorithm trains on: the vector ``(batch, m)`` by default, the scalar
-    ``(batch, 1)`` when the buffer was built with ``sample_scalar_rewards=True``. ``vector_rewards``
-    and ``scalar_rewards`` are always both there.
-    """
-
-    observations: th.Tensor
-    actions: th.Tensor
-    next_observations: th.Tensor
-    dones: th.Tensor
-    rewards: th.Tensor
-    discounts: th.Tensor | None = None
-    vector_rewards: th.Tensor | None = None
-    scalar_rewards: th.Tensor | None = None
-
-
-class DeviceReplayBuffer(ReplayBuffer):
-    """
-    SB3's ``ReplayBuffer`` that can also keep its arrays on the device and sample there.
-
-    With ``device_storage=False`` (default) it is SB3's buffer. With ``device_storage=True`` the
-    stored arrays are mirrored as torch tensors on ``device``: the rows added since the last sample are
-    copied at the next :meth:`sample` (one copy per field), and minibatch indices are drawn and
-    gathered on the device, so a CUDA training step makes no host-device copy. The mirror costs the
-    buffer's size again in device memory (a copy on the CPU too, where it runs the same code). Indices
-    come from torch's RNG instead of NumPy's, so the minibatches differ from ``device_storage=False``
-    for one seed; for the same indices they are equal (:meth:`samples_at`). With a ``VecNormalize`` env
-    (``sample(..., env=...)``) sampling falls back to the NumPy path, which normalises on the host.
-
-    :param device_storage: keep a device copy and sample there (see above); ``"auto"``: when ``device``
-        is a CUDA device.
-    Other parameters are SB3's ``ReplayBuffer``'s.
-    """
-
-    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
-                 device: th.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
-                 handle_timeout_termination: bool = True, device_storage: bool | str = False):
-        super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs,
-                         optimize_memory_usage=optimize_memory_usage,
-                         handle_timeout_termination=handle_timeout_termination)
-        if device_storage == "auto":
-            device_storage = self.device.type == "cuda"
-        if not isinstance(device_storage, (bool, np.bool_)):
-            raise ValueError(f"device_storage must be True, False or 'auto', got {device_storage!r}")
-        self.device_storage = bool(device_storage)
-        self._mirror: dict[str, th.Tensor] | None = None  # device copies of the arrays
-        self._rows_since_mirror = 0  # rows written since the mirror was last brought up to date
-
-    def add(self, obs, next_obs, action, reward, done, infos) -> None:
-        super().add(obs, next_obs, action, reward, done, infos)
-        self._rows_since_mirror = min(self._rows_since_mirror + 1, self.buffer_size)
-
-    def _check_not_empty(self) -> None:
-        if self.pos == 0 and not self.full:
-            raise RuntimeError(f"{type(self).__name__} is empty: add transitions before sampling")
-
-    def sample_indices(self, batch_size: int) -> tuple[th.Tensor, th.Tensor]:
-        """Row and env indices of a minibatch, drawn on the device over SB3's ranges (``device_storage``)."""
-        self._check_not_empty()
-        device = self.device
-        if self.optimize_memory_usage and self.full:
-            # row `pos` holds a next observation that is not this row's: never sample it
-            rows = (th.randint(1, self.buffer_size, (batch_size,), device=device) + self.pos) % self.buffer_size
-        else:
-            rows = th.randint(0, self.buffer_size if self.full else self.pos, (batch_size,), device=device)
-        return rows, th.randint(0, self.n_envs, (batch_size,), device=device)
-
-    def sample(self, batch_size: int, env: VecNormalize | None = None):
-        if not self.device_storage or env is not None:
-            return super().sample(batch_size, env=env)
-        return self._device_samples(*self.sample_indices(batch_size))
-
-    def samples_at(self, batch_inds, env_inds, env: VecNormalize | None = None):
-        """The minibatch of rows ``batch_inds`` and envs ``env_inds``: index tensors read the device copy
-        (``device_storage``), NumPy indices the arrays as SB3's ``sample`` does (normalised by ``env``)."""
-        self._check_not_empty()
-        if isinstance(batch_inds, th.Tensor):
-            if not self.device_storage:
-                raise ValueError("samples_at with torch indices needs device_storage=True")
-            if env is not None:
-                raise ValueError("samples_at with torch indices cannot normalise with a VecNormalize env")
-            return self._device_samples(batch_inds, env_inds)
-        if self.optimize_memory_usage:
-            next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_inds]
-        else:
-            next_obs = self.next_observations[batch_inds, env_inds]
-        # a timeout is not a termination: the target still bootstraps (SB3 issue 284)
-        dones = self.dones[batch_inds, env_inds] * (1 - self.timeouts[batch_inds, env_inds])
-        data = (self._normalize_obs(self.observations[batch_inds, env_inds], env), self.actions[batch_inds, env_inds],
-                self._normalize_obs(next_obs, env), dones.reshape(-1, 1),
-                self._normalize_reward(self.rewards[batch_inds, env_inds].reshape(-1, 1), env))
-        return ReplayBufferSamples(*map(self.to_torch, data))
-
-    def _mirrored_names(self) -> tuple[str, ...]:
-        names = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
-        return tuple(n for n in names if getattr(self, n, None) is not None)
-
-    def _device_arrays(self) -> dict[str, th.Tensor]:
-        """The device mirror of the storage arrays, brought up to date (rows added since the last call)."""
-        if self._mirror is None:
-            self._mirror = {n: th.tensor(getattr(self, n), device=self.device) for n in self._mirrored_names()}
-            self._rows_since_mirror = 0
-        elif self._rows_since_mirror:
-            # add() wrote rows pos - n .. pos - 1 (circularly); with optimize_memory_usage also row pos
-            # (the next observation of the last transition).
-            n = min(self._rows_since_mirror + (1 if self.optimize_memory_usage else 0), self.buffer_size)
-            start = (self.pos - self._rows_since_mirror) % self.buffer_size
-            spans = [(start, min(start + n, self.buffer_size))]
-            if start + n > self.buffer_size:
-                spans.append((0, start + n - self.buffer_size))
-            for name, tensor in self._mirror.items():
-                array = getattr(self, name)
-                for a, b in spans:
-                    tensor[a:b].copy_(th.from_numpy(array[a:b]))
-            self._rows_since_mirror = 0
-        return self._mirror
-
-    def _device_fields(self, batch_inds: th.Tensor, env_inds: th.Tensor) -> dict[str, th.Tensor]:
-        """SB3's sample fields gathered on the device: same values, dtypes and shapes as its NumPy path."""
-        d = self._device_arrays()
-        if self.optimize_memory_usage:
-            next_obs = d["observations"][(batch_inds + 1) % self.buffer_size, env_inds]
-        else:
-            next_obs = d["next_observations"][batch_inds, env_inds]
-        # a timeout is not a termination: the target still bootstraps (SB3 issue 284)
-        dones = d["dones"][batch_inds, env_inds] * (1.0 - d["timeouts"][batch_inds, env_inds])
-        return {"observations": d["observations"][batch_inds, env_inds], "actions": d["actions"][batch_inds, env_inds],
-                "next_observations": next_obs, "dones": dones.reshape(-1, 1),
-                "rewards": d["rewards"][batch_inds, env_inds].reshape(-1, 1)}
-
-    def _device_samples(self, batch_inds: th.Tensor, env_inds: th.Tensor):
-        return ReplayBufferSamples(**self._device_fields(batch_inds, env_inds))
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The mirror is rebuilt from the arrays after loading (save_replay_buffer pickles the buffer).
-        state = self.__dict__.copy()
-        state["_mirror"] = None
-        state["_rows_since_mirror"] = 0
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("device_storage", False)  # buffers pickled before the option existed
-        state.setdefault("_mirror", None)
-        state.setdefault("_rows_since_mirror", 0)
-        self.__dict__.update(state)
-
-
-class MOReplayBuffer(DeviceReplayBuffer):
-    """
-    Replay buffer that also keeps ``info["vector_reward"]``, shape ``(buffer_size, n_envs, m)``.
-
-    :param buffer_size: max number of transitions (over all envs)
-    :param observation_space: observation space
-    :param action_space: action space
-    :param device: torch device of the sampled tensors
-    :param n_envs: number of parallel envs
-    :param optimize_memory_usage: SB3's memory-efficient variant (next obs not stored twice)
-    :param handle_timeout_termination: keep timeouts apart from terminations, as SB3 does
-    :param reward_dim: m; ``None`` infers it at the first ``add``
-    :param sample_scalar_rewards: put the scalar reward in ``samples.rewards`` (for unmodified SB3
-        algorithms such as DQN, whose targets expect ``(batch, 1)``); the vector is still in
-        ``samples.vector_rewards``
-    :param device_storage: keep a copy on the device and sample there (:class:`DeviceReplayBuffer`);
-        the vector rewards are mirrored too.
-    """
-
-    vector_rewards: np.ndarray | None
-
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        device: th.device | str = "auto",
-        n_envs: int = 1,
-        optimize_memory_usage: bool = False,
-        handle_timeout_termination: bool = True,
-        reward_dim: int | None = None,
-        sample_scalar_rewards: bool = False,
-        device_storage: bool | str = False,
-    ):
-        super().__init__(
-            buffer_size,
-            observation_space,
-            action_space,
-            device=device,
-            n_envs=n_envs,
-            optimize_memory_usage=optimize_memory_usage,
-            handle_timeout_termination=handle_timeout_termination,
-            device_storage=device_storage,
-        )
-        self.reward_dim = _check_reward_dim(reward_dim)
-        self.sample_scalar_rewards = bool(sample_scalar_rewards)
-        self.vector_rewards = None
-        if self.reward_dim is not None:
-            self._allocate(self.reward_dim)
-
-    def _allocate(self, reward_dim: int) -> None:
-        self.reward_dim = reward_dim
-        self.vector_rewards = np.zeros((self.buffer_size, self.n_envs, reward_dim), dtype=np.float32)
-
-    def add(
-        self,
-        obs: np.ndarray,
-        next_obs: np.ndarray,
-        action: np.ndarray,
-        reward: np.ndarray,
-        done: np.ndarray,
-        infos: list[dict[str, Any]],
-    ) -> None:
-        # read (and validate) first, so a bad step leaves the buffer unchanged
-        vec = vector_rewards_from_infos(infos, self.n_envs, self.reward_dim)
-        if self.vector_rewards is None:
-            self._allocate(vec.shape[1])
-        pos = self.pos
-        super().add(obs, next_obs, action, reward, done, infos)
-        self.vector_rewards[pos] = vec  # type: ignore[index]
-
-    def _check_not_empty(self) -> None:
-        if self.vector_rewards is None:
-            raise RuntimeError("MOReplayBuffer is empty: add transitions before sampling")
-        super()._check_not_empty()
-
-    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> MOReplayBufferSamples:
-        self._check_not_empty()
-        # one env per sampled row, drawn here because the vector must come from the same (step, env)
-        # as the scalar fields
-        env_inds = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
-        return self.samples_at(batch_inds, env_inds, env)
-
-    def samples_at(self, batch_inds, env_inds, env: VecNormalize | None = None) -> MOReplayBufferSamples:
-        """The minibatch of rows ``batch_inds`` and envs ``env_inds``: NumPy indices take the host path,
-        torch index tensors the device copy (``device_storage``). Both give the same tensors."""
-        if isinstance(batch_inds, th.Tensor):
-            if env is not None:
-                raise ValueError("samples_at with torch indices cannot normalise with a VecNormalize env")
-            return super().samples_at(batch_inds, env_inds)
-        self._check_not_empty()
-        if self.optimize_memory_usage:
-            next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_inds]
-        else:
-            next_obs = self.next_observations[batch_inds, env_inds]
-        # a timeout is not a termination: the target still bootstraps (SB3 issue 284)
-        dones = self.dones[batch_inds, env_inds] * (1.0 - self.timeouts[batch_inds, env_inds])
-        scalar = self._normalize_reward(self.rewards[batch_inds, env_inds].reshape(-1, 1), env)
-        vector = self.to_torch(self.vector_rewards[batch_inds, env_inds])
-        scalar_t = self.to_torch(scalar)
-        return MOReplayBufferSamples(
-            observations=self.to_torch(self._normalize_obs(self.observations[batch_inds, env_inds], env)),
-            actions=self.to_torch(self.actions[batch_inds, env_inds]),
-            next_observations=self.to_torch(self._normalize_obs(next_obs, env)),
-            dones=self.to_torch(dones.reshape(-1, 1)),
-            rewards=scalar_t if self.sample_scalar_rewards else vector,
-            discounts=None,
-            vector_rewards=vector,
-            scalar_rewards=scalar_t,
-        )
-
-    def _mirrored_names(self) -> tuple[str, ...]:
-        return (*super()._mirrored_names(), "vector_rewards")
-
-    def _device_samples(self, batch_inds: th.Tensor, env_inds: th.Tensor) -> MOReplayBufferSamples:
-        fields = self._device_fields(batch_inds, env_inds)
-        scalar = fields.pop("rewards")
-        vector = self._device_arrays()["vector_rewards"][batch_inds, env_inds]
-        return MOReplayBufferSamples(**fields, rewards=scalar if self.sample_scalar_rewards else vector,
-                                     discounts=None, vector_rewards=vector, scalar_rewards=scalar)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -484,7 +203,7 @@ class MORolloutBuffer(DeviceRolloutBuffer):
         sample_vectors: bool = True,
     ):
         # set before super().__init__, which calls reset()
-        self.reward_dim = _check_reward_dim(reward_dim)
+        self.reward_dim = check_reward_dim(reward_dim)
         self.sample_vectors = bool(sample_vectors)
         super().__init__(
             buffer_size, observation_space, action_space, device, gae_lambda=gae_lambda, gamma=gamma, n_envs=n_envs

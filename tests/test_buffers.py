@@ -11,12 +11,12 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from morl.buffers import (
-    MOReplayBuffer,
     MORolloutBuffer,
     MORolloutBufferSamples,
     VectorRewardCallback,
     VectorRewardError,
 )
+from morl.replay import MOReplayBuffer
 
 EPISODE_LENGTH = 5
 

@@ -10,7 +10,8 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 
-from morl.buffers import DeviceReplayBuffer, DeviceRolloutBuffer, MOReplayBuffer, MORolloutBuffer
+from morl.buffers import DeviceRolloutBuffer, MORolloutBuffer
+from morl.replay import DeviceReplayBuffer, MOReplayBuffer
 
 OBS = spaces.Box(-np.inf, np.inf, (3,), np.float32)
 

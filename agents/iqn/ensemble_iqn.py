@@ -86,7 +86,7 @@ class EnsembleIQN(IQN):
             return rb.sample(batch_size, env=self._vec_normalize_env), None  # type: ignore[union-attr]
         if not hasattr(rb, "samples_at"):
             raise TypeError(f"EnsembleIQN with bootstrap_prob < 1 looks the masks of the sampled rows up, which needs "
-                            f"a replay buffer with samples_at (morl.buffers.DeviceReplayBuffer or MOReplayBuffer), "
+                            f"a replay buffer with samples_at (morl.replay.DeviceReplayBuffer or MOReplayBuffer), "
                             f"got {type(rb).__name__}")
         if getattr(rb, "device_storage", False) and self._vec_normalize_env is None:
             # Indices drawn on the device: the masks are looked up there too, with no host-device copy.

@@ -33,7 +33,8 @@ from stable_baselines3.common.utils import (
 from morl.agents.iqn.losses import quantile_huber_loss
 from morl.agents.iqn.policies import CnnPolicy, IQNPolicy, MlpPolicy, MultiInputPolicy
 from morl.agent_env import FitsVectorEnvOnLoad, agent_env
-from morl.buffers import DeviceReplayBuffer, update_info_buffer_at_ends
+from morl.buffers import update_info_buffer_at_ends
+from morl.replay import DeviceReplayBuffer
 from morl.evaluate import with_objective_logger
 
 __all__ = ["IQN"]
@@ -276,8 +277,8 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
         :param next_obs: next observations.
         :param rewards: ``[B, 1]`` or ``[B, H]``.
         :param dones: ``[B, 1]`` termination flags (timeouts excluded by the buffer).
-        :param discounts: ``gamma``, ``[B, 1]`` (n-step buffers) or ``[1, 1, H]`` (one per head, see
-            :meth:`_discounts`).
+        :param discounts: ``gamma``, ``[B, 1]`` or ``[B, H]`` (n-step buffers: ``gamma ** L``, per head with
+            :class:`morl.replay.MOReplayBuffer`) or ``[1, 1, H]`` (one per head, see :meth:`_discounts`).
         :param tau_next: target fractions ``[B, N']``.
         """
         batch = dones.shape[0]
@@ -296,7 +297,7 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
         index = a_star.view(batch, 1, n_heads, 1).expand(batch, n_next, n_heads, 1)
         z_next = z_next.gather(3, index).squeeze(3)  # [B, N', H]
         if isinstance(discounts, th.Tensor) and discounts.dim() == 2:
-            discounts = discounts.view(batch, 1, 1)
+            discounts = discounts.view(batch, 1, -1)
         return rewards.view(batch, 1, -1) + (1.0 - dones.view(batch, 1, 1)) * discounts * z_next
 
     def _discounts(self, replay_data):

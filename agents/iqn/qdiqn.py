@@ -26,6 +26,7 @@ from morl.agents.iqn.policies import (
 from morl.agent_env import env_preorder
 from morl.dominance import check_rule, check_theta, staged_subsets
 from morl.preorder import Preorder
+from morl.replay import MOReplayBuffer
 
 __all__ = ["QDIQN"]
 
@@ -36,7 +37,7 @@ class QDIQN(IQN):
     """Preordered multi-objective IQN with quantile-dominance action filtering.
 
     One IQN quantile head per objective on a shared trunk (state embedding, cosine tau embedding,
-    hidden layers), trained on the reward vector that :class:`morl.buffers.MOReplayBuffer` keeps
+    hidden layers), trained on the reward vector that :class:`morl.replay.MOReplayBuffer` keeps
     from ``info["vector_reward"]``. Per objective ``k`` (paper: Pr-MOMDP with a preorder over the
     reward components)::
 
@@ -89,6 +90,9 @@ class QDIQN(IQN):
     - ``objective_gammas``: one discount per objective (default ``None``: ``gamma`` for all). A Pr-MOMDP may
       give its objectives different horizons, which a scalarised agent cannot (its one return has one
       discount).
+    - ``n_steps``: n-step returns of the reward vector (default 1). With ``n_steps > 1`` the replay buffer
+      (:class:`morl.replay.MOReplayBuffer`) sums each objective's rewards over up to n steps with its own
+      discount and the target bootstraps with ``gamma_k ** L`` (``L <= n`` stops at the episode's end).
     - ``objective_risk_etas``: one CVaR level per objective (default ``None``: ``risk_eta`` for all). A single
       level makes every objective risk-averse, progress included, where a risky action's lower tail also holds
       the episodes it ends early, so the safety level's penalty is counted twice. With ``[0.25, 1, 1, 1]`` only
@@ -115,7 +119,7 @@ class QDIQN(IQN):
     :param tie_break: "lowest_mean", "sum_mean" or "random".
     :param thresholds: satisfaction threshold per objective (``None`` entries: none), or ``None``.
     :param objective_weights: loss weight per objective (``None``: all 1).
-    :param objective_gammas: discount per objective (``None``: ``gamma`` for all); not with n-step buffers.
+    :param objective_gammas: discount per objective (``None``: ``gamma`` for all).
     :param objective_risk_etas: CVaR level per objective in (0, 1] (``None``: ``risk_eta`` for all); not with
         ``risk_eta``.
     :param kwargs: every :class:`~morl.agents.iqn.IQN` parameter.
@@ -192,17 +196,28 @@ class QDIQN(IQN):
                 "objective_risk_etas", self.objective_risk_etas, "CVaR levels in (0, 1]",
                 lambda e: isinstance(e, (int, float)) and not isinstance(e, bool) and 0.0 < e <= 1.0)
         if self.replay_buffer_class is None:
-            from morl.buffers import MOReplayBuffer
-
             self.replay_buffer_class = MOReplayBuffer
-        if getattr(self.replay_buffer_class, "__name__", "") == "MOReplayBuffer":
-            self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs)  # the caller's dict stays as it was
-            self.replay_buffer_kwargs.setdefault("reward_dim", m)
+        n_steps = self.n_steps
+        if isinstance(self.replay_buffer_class, type) and issubclass(self.replay_buffer_class, MOReplayBuffer):
+            kwargs = self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs)  # the caller's dict stays as it was
+            kwargs.setdefault("reward_dim", m)
+            ours = {"n_steps": n_steps, "gamma": self.gamma, "objective_gammas": self.objective_gammas}
+            for key, value in ours.items():
+                if key in kwargs and kwargs[key] != value and (key == "n_steps" or n_steps > 1):
+                    raise ValueError(f"replay_buffer_kwargs[{key!r}] = {kwargs[key]!r} disagrees with QDIQN's "
+                                     f"{key} = {value!r}: set it once, on the agent")
+            if n_steps > 1:
+                kwargs.update(ours)
+                self.n_steps = 1  # the buffer does the n-step returns; SB3 would otherwise warn it ignores them
+        elif n_steps > 1:
+            raise ValueError(f"n_steps={n_steps} needs morl.replay.MOReplayBuffer (or a subclass) for QDIQN's reward "
+                             f"vector, got replay_buffer_class={self.replay_buffer_class.__name__}")
         self.thresholds = check_thresholds(self.thresholds, self.preorder)
         self.policy_kwargs.update(preorder=self.preorder, theta=self.theta, delta=self.delta, tie_break=self.tie_break,
                                   subset_rule=self.subset_rule,
                                   thresholds=self.thresholds, objective_risk_etas=self.objective_risk_etas)
         super()._setup_model()
+        self.n_steps = n_steps
         self._weights_t = th.tensor(self.objective_weights, dtype=th.float32, device=self.device)
         self._gammas_t = None if self.objective_gammas is None else th.tensor(
             self.objective_gammas, dtype=th.float32, device=self.device).view(1, 1, m)
@@ -231,16 +246,14 @@ class QDIQN(IQN):
         m = self.preorder.m
         if rewards.dim() != 2 or rewards.shape[1] != m:
             raise ValueError(f"QDIQN needs vector rewards [batch, {m}] from the replay buffer, got "
-                             f"{tuple(rewards.shape)}: use morl.buffers.MOReplayBuffer and an env that puts "
+                             f"{tuple(rewards.shape)}: use morl.replay.MOReplayBuffer and an env that puts "
                              "info['vector_reward']")
         return rewards
 
     def _discounts(self, replay_data):
-        if self._gammas_t is None:
+        """``gamma_k`` per objective ``[1, 1, m]``, ``gamma``, or the n-step buffer's ``[B, m]`` ``gamma_k ** L``."""
+        if self._gammas_t is None or getattr(replay_data, "discounts", None) is not None:
             return super()._discounts(replay_data)
-        if getattr(replay_data, "discounts", None) is not None:
-            raise ValueError("objective_gammas cannot be combined with an n-step replay buffer (its discounts are "
-                             "gamma ** n for the one gamma)")
         return self._gammas_t
 
     def _next_actions(self, z_select: th.Tensor) -> th.Tensor:

@@ -4,7 +4,7 @@ import pytest
 import torch as th
 
 from morl.agents.iqn import IQN, EnsembleIQN
-from morl.buffers import DeviceReplayBuffer
+from morl.replay import DeviceReplayBuffer
 
 
 @pytest.mark.parametrize("device", ["cpu", "auto"])

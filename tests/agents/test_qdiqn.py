@@ -14,7 +14,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from morl.agents.iqn import IQN, QDIQN
-from morl.buffers import MOReplayBuffer
+from morl.replay import MOReplayBuffer
 from morl.preorder import Preorder
 from morl.wrappers import Scalarize, VectorReward
 
@@ -192,8 +192,8 @@ def test_objective_gammas_discount_each_head_with_its_own_gamma(tmp_path):
     assert QDIQN("MlpPolicy", SafeOrFast(), learning_starts=10)._discounts(batch) == 0.99  # default: gamma for all
     model.save(tmp_path / "qd")
     assert QDIQN.load(tmp_path / "qd")._gammas_t.flatten().tolist() == pytest.approx([0.5, 0.9])
-    with pytest.raises(ValueError, match="n-step"):
-        model._discounts(SimpleNamespace(discounts=th.full((16, 1), 0.81)))
+    n_step = th.tensor([[0.25, 0.81]]).repeat(16, 1)  # an n-step buffer's gamma_k ** L (L = 2) wins over gamma_k
+    assert model._discounts(SimpleNamespace(discounts=n_step)) is n_step
     for bad in ((0.9,), (0.9, 1.5), (0.9, "x")):
         with pytest.raises(ValueError, match=r"objective_gammas needs 2 discounts in \[0, 1\] \(safety, progress\)"):
             QDIQN("MlpPolicy", SafeOrFast(), objective_gammas=bad)
