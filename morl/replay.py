@@ -1,7 +1,8 @@
 """stable-baselines3 replay buffers: a device copy of the storage, the reward vector, and n-step returns on it.
 
 - :class:`DeviceReplayBuffer`: SB3's ``ReplayBuffer`` that can mirror its arrays on the device and draw
-  and gather minibatches there (no host-device copy per CUDA training step).
+  and gather minibatches there (no host-device copy per CUDA training step), and sample n-step returns
+  (``n_steps > 1``) on either path.
 - :class:`MOReplayBuffer`: also keeps ``info["vector_reward"]`` (SB3 passes ``infos`` to ``add``) and, with
   ``n_steps > 1``, samples n-step returns of the vector with one discount per objective. Use
   ``DQN(..., replay_buffer_class=MOReplayBuffer, replay_buffer_kwargs=dict(reward_dim=m))``.
@@ -23,7 +24,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from morl.buffers import check_reward_dim, vector_rewards_from_infos
 
-__all__ = ["DeviceReplayBuffer", "MOReplayBuffer", "MOReplayBufferSamples", "n_step_window"]
+__all__ = ["DeviceReplayBuffer", "MOReplayBuffer", "MOReplayBufferSamples", "n_step_sum", "n_step_window"]
 
 
 class MOReplayBufferSamples(NamedTuple):
@@ -44,27 +45,72 @@ class MOReplayBufferSamples(NamedTuple):
     scalar_rewards: th.Tensor | None = None
 
 
+def n_step_window(dones, rows, envs, steps, pos: int, size: int):
+    """The n-step window of each sampled transition: which of the next ``n`` stored rows it sums over.
+
+    A window starting at row ``r`` ends at the first of its rows whose episode ended (``dones``: terminated
+    or truncated), at the newest stored row (``pos - 1``: the rows after it belong to an older episode or
+    are empty), or after ``n`` rows. Works on NumPy arrays and on torch tensors alike.
+
+    :param dones: ``(size, n_envs)`` end flags of the stored transitions.
+    :param rows: ``[B]`` start rows; ``envs``: ``[B]`` env indices.
+    :param steps: ``0 .. n - 1`` (``np.arange`` or ``th.arange`` on the arrays' device).
+    :param pos: the buffer's write position; ``size``: its number of rows.
+    :return: ``(idx, last, mask)``: ``idx [B, n]`` the rows of each window (circular), ``last [B]`` the
+        offset of its last row, ``mask [B, n]`` true on the rows it sums over (offsets ``0 .. last``).
+    """
+    idx = (rows[:, None] + steps[None, :]) % size
+    ends = (dones[idx, envs[:, None]] > 0) | (steps[None, :] >= ((pos - 1 - rows) % size)[:, None])
+    ends[:, -1] = True
+    last = (ends * 1).argmax(1)  # the first end (argmax returns the first maximum)
+    return idx, last, steps[None, :] <= last[:, None]
+
+
+def n_step_sum(values, mask, powers):
+    """``sum_{i <= last} powers[i] * values[:, i]``: ``values [B, n]`` or ``[B, n, w]``, ``mask [B, n]`` (of
+    :func:`n_step_window`), ``powers [n+1, w]`` -> ``[B, w]``. NumPy arrays or torch tensors."""
+    b, n = mask.shape
+    return (values.reshape(b, n, -1) * (mask[:, :, None] * powers[None, :n])).sum(1)
+
+
 class DeviceReplayBuffer(ReplayBuffer):
     """
-    SB3's ``ReplayBuffer`` that can also keep its arrays on the device and sample there.
+    SB3's ``ReplayBuffer`` that can also keep its arrays on the device and sample there, and sample n-step returns.
 
-    With ``device_storage=False`` (default) it is SB3's buffer. With ``device_storage=True`` the
-    stored arrays are mirrored as torch tensors on ``device``: the rows added since the last sample are
-    copied at the next :meth:`sample` (one copy per field), and minibatch indices are drawn and
-    gathered on the device, so a CUDA training step makes no host-device copy. The mirror costs the
-    buffer's size again in device memory (a copy on the CPU too, where it runs the same code). Indices
-    come from torch's RNG instead of NumPy's, so the minibatches differ from ``device_storage=False``
-    for one seed; for the same indices they are equal (:meth:`samples_at`). With a ``VecNormalize`` env
-    (``sample(..., env=...)``) sampling falls back to the NumPy path, which normalises on the host.
+    With ``device_storage=False`` (default) and ``n_steps=1`` it samples as SB3's buffer. With
+    ``device_storage=True`` the stored arrays are mirrored as torch tensors on ``device``: the rows added since the
+    last sample are copied at the next :meth:`sample` (one copy per field), and minibatch indices are drawn and
+    gathered on the device, so a CUDA training step makes no host-device copy. The mirror costs the buffer's size
+    again in device memory (a copy on the CPU too, where it runs the same code). Indices come from torch's RNG
+    instead of NumPy's, so the minibatches differ from ``device_storage=False`` for one seed; for the same indices
+    they are equal (:meth:`samples_at`). With a ``VecNormalize`` env (``sample(..., env=...)``) sampling falls back
+    to the NumPy path, which normalises on the host.
+
+    With ``n_steps = n > 1`` a sampled transition ``t`` carries ``R = sum_{i < L} gamma^i r_{t+i}`` and the
+    discount ``gamma^L`` of its bootstrap from the observation after row ``t + L - 1`` (``samples.discounts``,
+    ``[B, 1]``), where ``L <= n`` stops at the end of the episode (a termination does not bootstrap, a truncation
+    does) and at the newest stored row (Sutton and Barto, *Reinforcement Learning: An Introduction*, 2nd ed.,
+    eq. 7.1). With ``n_steps = 1``, ``samples.discounts`` is ``None`` and the algorithm applies its own ``gamma``.
 
     :param device_storage: keep a device copy and sample there (see above); ``"auto"``: when ``device``
         is a CUDA device.
+    :param n_steps: length n of the returns (1: one-step transitions, as SB3's buffer); not with
+        ``optimize_memory_usage``.
+    :param gamma: the discount of the n-step returns.
     Other parameters are SB3's ``ReplayBuffer``'s.
     """
 
     def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
                  device: th.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
-                 handle_timeout_termination: bool = True, device_storage: bool | str = False):
+                 handle_timeout_termination: bool = True, device_storage: bool | str = False, n_steps: int = 1,
+                 gamma: float = 0.99):
+        if isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        if n_steps > 1 and optimize_memory_usage:
+            raise ValueError("n_steps > 1 cannot be combined with optimize_memory_usage=True (the n-step window reads "
+                             "next_observations, which that option does not store)")
+        if not 0.0 <= float(gamma) <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
         super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs,
                          optimize_memory_usage=optimize_memory_usage,
                          handle_timeout_termination=handle_timeout_termination)
@@ -73,6 +119,7 @@ class DeviceReplayBuffer(ReplayBuffer):
         if not isinstance(device_storage, (bool, np.bool_)):
             raise ValueError(f"device_storage must be True, False or 'auto', got {device_storage!r}")
         self.device_storage = bool(device_storage)
+        self.n_steps, self.gamma = int(n_steps), float(gamma)
         self._mirror: dict[str, th.Tensor] | None = None  # device copies of the arrays
         self._rows_since_mirror = 0  # rows written since the mirror was last brought up to date
 
@@ -100,9 +147,15 @@ class DeviceReplayBuffer(ReplayBuffer):
             return super().sample(batch_size, env=env)
         return self._device_samples(*self.sample_indices(batch_size))
 
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None):
+        # SB3's draw of one env per sampled row, then our fields (n-step returns when n_steps > 1)
+        env_inds = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        return self.samples_at(batch_inds, env_inds, env)
+
     def samples_at(self, batch_inds, env_inds, env: VecNormalize | None = None):
         """The minibatch of rows ``batch_inds`` and envs ``env_inds``: index tensors read the device copy
-        (``device_storage``), NumPy indices the arrays as SB3's ``sample`` does (normalised by ``env``)."""
+        (``device_storage``), NumPy indices the arrays as SB3's ``sample`` does (normalised by ``env``). Both give
+        the same tensors."""
         self._check_not_empty()
         if isinstance(batch_inds, th.Tensor):
             if not self.device_storage:
@@ -110,16 +163,53 @@ class DeviceReplayBuffer(ReplayBuffer):
             if env is not None:
                 raise ValueError("samples_at with torch indices cannot normalise with a VecNormalize env")
             return self._device_samples(batch_inds, env_inds)
-        if self.optimize_memory_usage:
-            next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_inds]
+        arrays = {name: getattr(self, name) for name in self._mirrored_names()}
+        return self._samples(arrays, batch_inds, env_inds, env, on_device=False)
+
+    def _device_samples(self, batch_inds: th.Tensor, env_inds: th.Tensor):
+        return self._samples(self._device_arrays(), batch_inds, env_inds, None, on_device=True)
+
+    def _samples(self, a: dict, rows, envs, env, on_device: bool):
+        """One minibatch from the storage arrays ``a`` (NumPy, or their torch mirror on the device)."""
+        if self.n_steps == 1:
+            window = None
         else:
-            next_obs = self.next_observations[batch_inds, env_inds]
+            steps = th.arange(self.n_steps, device=self.device) if on_device else np.arange(self.n_steps)
+            window = n_step_window(a["dones"], rows, envs, steps, self.pos, self.buffer_size)
+        fields = self._fields(a, rows, envs, env, window, on_device)
+        return self._pack({k: v if v is None or on_device else self.to_torch(v) for k, v in fields.items()})
+
+    def _powers(self, gammas, on_device: bool):
+        """``gamma^i`` for ``i = 0 .. n``, ``[n+1, len(gammas)]``: the reward weights of a window and the discount
+        of its bootstrap (float32, NumPy or on the device)."""
+        powers = (np.asarray(gammas, dtype=np.float64)[None, :] ** np.arange(self.n_steps + 1)[:, None])
+        powers = powers.astype(np.float32)
+        return th.as_tensor(powers, device=self.device) if on_device else powers
+
+    def _fields(self, a: dict, rows, envs, env, window, on_device: bool) -> dict:
+        """SB3's sample fields (same values, dtypes and shapes as its NumPy path), not yet tensors on the host;
+        ``window``: :func:`n_step_window`'s, or ``None`` for one-step transitions."""
+        if window is None:
+            last_rows, discounts = rows, None
+            rewards = self._normalize_reward(a["rewards"][rows, envs].reshape(-1, 1), env)
+        else:
+            idx, last, mask = window
+            last_rows = (rows + last) % self.buffer_size
+            powers = self._powers((self.gamma,), on_device)
+            rewards = n_step_sum(self._normalize_reward(a["rewards"][idx, envs[:, None]], env), mask, powers)
+            discounts = powers[last + 1]
+        if self.optimize_memory_usage:
+            next_obs = a["observations"][(rows + 1) % self.buffer_size, envs]
+        else:
+            next_obs = a["next_observations"][last_rows, envs]
         # a timeout is not a termination: the target still bootstraps (SB3 issue 284)
-        dones = self.dones[batch_inds, env_inds] * (1 - self.timeouts[batch_inds, env_inds])
-        data = (self._normalize_obs(self.observations[batch_inds, env_inds], env), self.actions[batch_inds, env_inds],
-                self._normalize_obs(next_obs, env), dones.reshape(-1, 1),
-                self._normalize_reward(self.rewards[batch_inds, env_inds].reshape(-1, 1), env))
-        return ReplayBufferSamples(*map(self.to_torch, data))
+        dones = a["dones"][last_rows, envs] * (1.0 - a["timeouts"][last_rows, envs])
+        return {"observations": self._normalize_obs(a["observations"][rows, envs], env),
+                "actions": a["actions"][rows, envs], "next_observations": self._normalize_obs(next_obs, env),
+                "dones": dones.reshape(-1, 1), "rewards": rewards, "discounts": discounts}
+
+    def _pack(self, fields: dict):
+        return ReplayBufferSamples(**fields)
 
     def _mirrored_names(self) -> tuple[str, ...]:
         names = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
@@ -145,22 +235,6 @@ class DeviceReplayBuffer(ReplayBuffer):
             self._rows_since_mirror = 0
         return self._mirror
 
-    def _device_fields(self, batch_inds: th.Tensor, env_inds: th.Tensor) -> dict[str, th.Tensor]:
-        """SB3's sample fields gathered on the device: same values, dtypes and shapes as its NumPy path."""
-        d = self._device_arrays()
-        if self.optimize_memory_usage:
-            next_obs = d["observations"][(batch_inds + 1) % self.buffer_size, env_inds]
-        else:
-            next_obs = d["next_observations"][batch_inds, env_inds]
-        # a timeout is not a termination: the target still bootstraps (SB3 issue 284)
-        dones = d["dones"][batch_inds, env_inds] * (1.0 - d["timeouts"][batch_inds, env_inds])
-        return {"observations": d["observations"][batch_inds, env_inds], "actions": d["actions"][batch_inds, env_inds],
-                "next_observations": next_obs, "dones": dones.reshape(-1, 1),
-                "rewards": d["rewards"][batch_inds, env_inds].reshape(-1, 1)}
-
-    def _device_samples(self, batch_inds: th.Tensor, env_inds: th.Tensor):
-        return ReplayBufferSamples(**self._device_fields(batch_inds, env_inds))
-
     def __getstate__(self) -> dict[str, Any]:
         # The mirror is rebuilt from the arrays after loading (save_replay_buffer pickles the buffer).
         state = self.__dict__.copy()
@@ -172,28 +246,9 @@ class DeviceReplayBuffer(ReplayBuffer):
         state.setdefault("device_storage", False)  # buffers pickled before the option existed
         state.setdefault("_mirror", None)
         state.setdefault("_rows_since_mirror", 0)
+        state.setdefault("n_steps", 1)  # buffers pickled before n-step returns existed: one-step transitions
+        state.setdefault("gamma", 0.99)
         self.__dict__.update(state)
-
-
-def n_step_window(dones, rows, envs, steps, pos: int, size: int):
-    """The n-step window of each sampled transition: which of the next ``n`` stored rows it sums over.
-
-    A window starting at row ``r`` ends at the first of its rows whose episode ended (``dones``: terminated
-    or truncated), at the newest stored row (``pos - 1``: the rows after it belong to an older episode or
-    are empty), or after ``n`` rows. Works on NumPy arrays and on torch tensors alike.
-
-    :param dones: ``(size, n_envs)`` end flags of the stored transitions.
-    :param rows: ``[B]`` start rows; ``envs``: ``[B]`` env indices.
-    :param steps: ``0 .. n - 1`` (``np.arange`` or ``th.arange`` on the arrays' device).
-    :param pos: the buffer's write position; ``size``: its number of rows.
-    :return: ``(idx, last, mask)``: ``idx [B, n]`` the rows of each window (circular), ``last [B]`` the
-        offset of its last row, ``mask [B, n]`` true on the rows it sums over (offsets ``0 .. last``).
-    """
-    idx = (rows[:, None] + steps[None, :]) % size
-    ends = (dones[idx, envs[:, None]] > 0) | (steps[None, :] >= ((pos - 1 - rows) % size)[:, None])
-    ends[:, -1] = True
-    last = (ends * 1).argmax(1)  # the first end (argmax returns the first maximum)
-    return idx, last, steps[None, :] <= last[:, None]
 
 
 class MOReplayBuffer(DeviceReplayBuffer):
@@ -201,14 +256,11 @@ class MOReplayBuffer(DeviceReplayBuffer):
     Replay buffer that also keeps ``info["vector_reward"]``, shape ``(buffer_size, n_envs, m)``, and can
     sample n-step returns of it with one discount per objective.
 
-    With ``n_steps = n > 1`` a sampled transition ``t`` carries, for each objective ``k``,
-    ``R_k = sum_{i < L} gamma_k^i r_{t+i,k}`` and the discount ``gamma_k^L`` of its bootstrap from the
-    observation after row ``t + L - 1``, where ``L <= n`` stops at the end of the episode (a termination
-    does not bootstrap, a truncation does) and at the newest stored row (Sutton and Barto, *Reinforcement
-    Learning: An Introduction*, 2nd ed., eq. 7.1; per objective, as each objective of a Pr-MOMDP may have its
-    own discount). The scalar reward gets the same window with ``gamma``. ``samples.discounts`` is then
-    ``[B, m]`` (``[B, 1]`` with ``sample_scalar_rewards``); with ``n_steps = 1`` it is ``None`` and the
-    algorithm applies its own ``gamma``.
+    With ``n_steps = n > 1`` each objective ``k`` gets the n-step return of :class:`DeviceReplayBuffer` over the
+    same window as the scalar reward, with its own discount: ``R_k = sum_{i < L} gamma_k^i r_{t+i,k}`` and the
+    bootstrap discount ``gamma_k^L`` (each objective of a Pr-MOMDP may have its own horizon).
+    ``samples.discounts`` is then ``[B, m]`` (``[B, 1]``, the scalar's, with ``sample_scalar_rewards``); with
+    ``n_steps = 1`` it is ``None`` and the algorithm applies its own ``gamma``.
 
     :param buffer_size: max number of transitions (over all envs)
     :param observation_space: observation space
@@ -247,47 +299,25 @@ class MOReplayBuffer(DeviceReplayBuffer):
         gamma: float = 0.99,
         objective_gammas: Sequence[float] | None = None,
     ):
-        if isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps < 1:
-            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
-        if n_steps > 1 and optimize_memory_usage:
-            raise ValueError("n_steps > 1 cannot be combined with optimize_memory_usage=True (the n-step window reads "
-                             "next_observations, which that option does not store)")
-        if not 0.0 <= float(gamma) <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
         if objective_gammas is not None and not all(0.0 <= float(g) <= 1.0 for g in objective_gammas):
             raise ValueError(f"objective_gammas must be discounts in [0, 1], got {objective_gammas!r}")
-        super().__init__(
-            buffer_size,
-            observation_space,
-            action_space,
-            device=device,
-            n_envs=n_envs,
-            optimize_memory_usage=optimize_memory_usage,
-            handle_timeout_termination=handle_timeout_termination,
-            device_storage=device_storage,
-        )
+        super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs,
+                         optimize_memory_usage=optimize_memory_usage,
+                         handle_timeout_termination=handle_timeout_termination, device_storage=device_storage,
+                         n_steps=n_steps, gamma=gamma)
         self.reward_dim = check_reward_dim(reward_dim)
         self.sample_scalar_rewards = bool(sample_scalar_rewards)
-        self.n_steps, self.gamma = int(n_steps), float(gamma)
         self.objective_gammas = None if objective_gammas is None else tuple(float(g) for g in objective_gammas)
         self.vector_rewards = None
         if self.reward_dim is not None:
             self._allocate(self.reward_dim)
 
     def _allocate(self, reward_dim: int) -> None:
-        gammas = self.objective_gammas or (self.gamma,) * reward_dim
-        if len(gammas) != reward_dim:
-            raise ValueError(f"objective_gammas has {len(gammas)} entries for reward vectors of length {reward_dim}")
+        if self.objective_gammas is not None and len(self.objective_gammas) != reward_dim:
+            raise ValueError(f"objective_gammas has {len(self.objective_gammas)} entries for reward vectors of "
+                             f"length {reward_dim}")
         self.reward_dim = reward_dim
         self.vector_rewards = np.zeros((self.buffer_size, self.n_envs, reward_dim), dtype=np.float32)
-        self._set_powers(gammas)
-
-    def _set_powers(self, gammas) -> None:
-        """``gamma_k^i`` ``[n+1, m]`` and ``gamma^i`` ``[n+1, 1]`` for ``i = 0 .. n``: the reward weights of a
-        window and the discount of its bootstrap."""
-        powers = np.arange(self.n_steps + 1, dtype=np.float64)[:, None]
-        self._vector_powers = (np.asarray(gammas, dtype=np.float64)[None, :] ** powers).astype(np.float32)
-        self._scalar_powers = (self.gamma ** powers).astype(np.float32)
 
     def add(
         self,
@@ -311,79 +341,28 @@ class MOReplayBuffer(DeviceReplayBuffer):
             raise RuntimeError("MOReplayBuffer is empty: add transitions before sampling")
         super()._check_not_empty()
 
-    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> MOReplayBufferSamples:
-        self._check_not_empty()
-        # one env per sampled row, drawn here because the vector must come from the same (step, env)
-        # as the scalar fields
-        env_inds = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
-        return self.samples_at(batch_inds, env_inds, env)
-
-    def samples_at(self, batch_inds, env_inds, env: VecNormalize | None = None) -> MOReplayBufferSamples:
-        """The minibatch of rows ``batch_inds`` and envs ``env_inds``: NumPy indices take the host path,
-        torch index tensors the device copy (``device_storage``). Both give the same tensors."""
-        if isinstance(batch_inds, th.Tensor):
-            if env is not None:
-                raise ValueError("samples_at with torch indices cannot normalise with a VecNormalize env")
-            return super().samples_at(batch_inds, env_inds)
-        self._check_not_empty()
-        arrays = {name: getattr(self, name) for name in self._mirrored_names()}
-        powers = (self._vector_powers, self._scalar_powers)
-        return self._samples(arrays, batch_inds, env_inds, np.arange(self.n_steps), powers, self.to_torch, env)
-
     def _mirrored_names(self) -> tuple[str, ...]:
         return (*super()._mirrored_names(), "vector_rewards")
 
-    def _device_samples(self, batch_inds: th.Tensor, env_inds: th.Tensor) -> MOReplayBufferSamples:
-        powers = tuple(th.as_tensor(p, device=self.device) for p in (self._vector_powers, self._scalar_powers))
-        steps = th.arange(self.n_steps, device=self.device)
-        return self._samples(self._device_arrays(), batch_inds, env_inds, steps, powers, lambda x: x, None)
-
-    def _samples(self, a: dict, rows, envs, steps, powers, to_torch, env) -> MOReplayBufferSamples:
-        """One minibatch from the storage arrays ``a`` (NumPy, or their torch mirror on the device).
-
-        :param powers: ``gamma_k^i`` and ``gamma^i`` for ``i = 0 .. n``, ``[n+1, m]`` and ``[n+1, 1]``.
-        :param to_torch: turns a field of ``a`` into the sampled tensor.
-        """
-        vector_powers, scalar_powers = powers
-        if self.n_steps == 1:
-            last_rows = rows
-            vector = a["vector_rewards"][rows, envs]
-            scalar = self._normalize_reward(a["rewards"][rows, envs].reshape(-1, 1), env)
-            vector_disc = scalar_disc = None
+    def _fields(self, a: dict, rows, envs, env, window, on_device: bool) -> dict:
+        fields = super()._fields(a, rows, envs, env, window, on_device)
+        fields["scalar_rewards"], fields["scalar_discounts"] = fields.pop("rewards"), fields.pop("discounts")
+        if window is None:
+            fields["vector_rewards"], fields["discounts"] = a["vector_rewards"][rows, envs], None
         else:
-            idx, last, mask = n_step_window(a["dones"], rows, envs, steps, self.pos, self.buffer_size)
-            last_rows = (rows + last) % self.buffer_size
-            n = self.n_steps
-            vector = (a["vector_rewards"][idx, envs[:, None]] * (mask[:, :, None] * vector_powers[None, :n])).sum(1)
-            scalar = self._normalize_reward(a["rewards"][idx, envs[:, None]], env) * (mask * scalar_powers[None, :n, 0])
-            scalar = scalar.sum(1).reshape(-1, 1)
-            vector_disc, scalar_disc = vector_powers[last + 1], scalar_powers[last + 1]
-        if self.optimize_memory_usage:
-            next_obs = a["observations"][(rows + 1) % self.buffer_size, envs]
-        else:
-            next_obs = a["next_observations"][last_rows, envs]
-        # a timeout is not a termination: the target still bootstraps (SB3 issue 284)
-        dones = a["dones"][last_rows, envs] * (1.0 - a["timeouts"][last_rows, envs])
-        vector, scalar = to_torch(vector), to_torch(scalar)
-        discounts = None
-        if vector_disc is not None:
-            discounts = to_torch(scalar_disc if self.sample_scalar_rewards else vector_disc)
+            idx, last, mask = window
+            powers = self._powers(self.objective_gammas or (self.gamma,) * self.reward_dim, on_device)
+            fields["vector_rewards"] = n_step_sum(a["vector_rewards"][idx, envs[:, None]], mask, powers)
+            fields["discounts"] = powers[last + 1]
+        return fields
+
+    def _pack(self, fields: dict) -> MOReplayBufferSamples:
+        scalar_discounts = fields.pop("scalar_discounts")
+        if self.sample_scalar_rewards:
+            fields["discounts"] = scalar_discounts
         return MOReplayBufferSamples(
-            observations=to_torch(self._normalize_obs(a["observations"][rows, envs], env)),
-            actions=to_torch(a["actions"][rows, envs]),
-            next_observations=to_torch(self._normalize_obs(next_obs, env)),
-            dones=to_torch(dones.reshape(-1, 1)),
-            rewards=scalar if self.sample_scalar_rewards else vector,
-            discounts=discounts,
-            vector_rewards=vector,
-            scalar_rewards=scalar,
-        )
+            **fields, rewards=fields["scalar_rewards"] if self.sample_scalar_rewards else fields["vector_rewards"])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # buffers pickled before n-step returns existed: one-step transitions
-        state.setdefault("n_steps", 1)
-        state.setdefault("gamma", 0.99)
-        state.setdefault("objective_gammas", None)
+        state.setdefault("objective_gammas", None)  # buffers pickled before n-step returns existed
         super().__setstate__(state)
-        if self.vector_rewards is not None and "_vector_powers" not in state:
-            self._set_powers(self.objective_gammas or (self.gamma,) * self.reward_dim)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
 
 from morl.buffers import DeviceRolloutBuffer, MORolloutBuffer
 from morl.replay import DeviceReplayBuffer, MOReplayBuffer
@@ -160,7 +160,7 @@ def test_device_replay_buffer_gives_sb3_samples_for_the_same_indices(optimize_me
         np.random.seed(added)
         envs = np.random.randint(0, 2, size=len(rows))
         np.random.seed(added)
-        sb3 = buffer._get_samples(rows)  # SB3's NumPy path draws the same env indices
+        sb3 = ReplayBuffer._get_samples(buffer, rows)  # SB3's NumPy path draws the same env indices
         _assert_same(sb3, buffer.samples_at(th.as_tensor(rows), th.as_tensor(envs)))
     th.manual_seed(0)
     batch = buffer.sample(64)

@@ -126,3 +126,45 @@ def test_qdiqn_n_steps_reach_the_buffer_and_its_per_objective_discounts_reach_th
     assert set(th.round(steps).long().tolist()) <= {1, 2, 3}
     with pytest.raises(ValueError, match="replay_buffer_kwargs\\['n_steps'\\] = 2 disagrees with QDIQN's n_steps = 3"):
         QDIQN("MlpPolicy", SafeOrFast(), n_steps=3, replay_buffer_kwargs={"n_steps": 2})
+
+
+@pytest.mark.parametrize("n_transitions", [9, 23], ids=["not-full", "wrapped"])
+def test_scalar_n_step_samples_equal_sb3_n_step_buffer(n_transitions):
+    """DeviceReplayBuffer's scalar n-step returns against SB3's own NStepReplayBuffer on the same transitions."""
+    from stable_baselines3.common.buffers import NStepReplayBuffer
+
+    from morl.replay import DeviceReplayBuffer
+
+    ours = DeviceReplayBuffer(20, OBS, ACT, device="cpu", n_envs=2, n_steps=3, gamma=0.8)
+    sb3 = NStepReplayBuffer(20, OBS, ACT, device="cpu", n_envs=2, n_steps=3, gamma=0.8)
+    rng = np.random.default_rng(n_transitions)
+    for _ in range(n_transitions):
+        ended = rng.random(2) < 0.25
+        infos = [{"TimeLimit.truncated": bool(e and rng.random() < 0.5)} for e in ended]
+        step = (rng.normal(size=(2, 2)).astype(np.float32), rng.normal(size=(2, 2)).astype(np.float32),
+                rng.integers(0, 3, size=(2, 1)), rng.normal(size=2).astype(np.float32), ended, infos)
+        ours.add(*step)
+        sb3.add(*step)
+    rows = np.arange(ours.buffer_size if ours.full else ours.pos)
+    np.random.seed(1)
+    a = ours._get_samples(rows)
+    np.random.seed(1)
+    b = sb3._get_samples(rows)
+    for name in ("observations", "actions", "next_observations", "dones", "rewards", "discounts"):
+        th.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_iqn_and_ensemble_iqn_sample_n_step_returns_from_their_device_buffer():
+    from morl.agents.iqn import IQN, EnsembleIQN
+    from morl.replay import DeviceReplayBuffer
+
+    for cls, kwargs in ((IQN, {}), (EnsembleIQN, {"n_ensemble": 2, "bootstrap_prob": 0.5})):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # SB3 warns when it ignores n_steps; here it must not
+            model = cls("MlpPolicy", "CartPole-v1", n_steps=3, gamma=0.9, learning_starts=10, seed=0, **kwargs)
+        buf = model.replay_buffer
+        assert type(buf) is DeviceReplayBuffer and buf.n_steps == 3 and buf.gamma == 0.9 and model.n_steps == 3
+        model.learn(50)  # trains on the n-step samples (EnsembleIQN through samples_at)
+        data = buf.sample(8)
+        assert data.discounts.shape == (8, 1)
+        assert set(th.round(th.log(data.discounts) / np.log(0.9)).long().flatten().tolist()) <= {1, 2, 3}

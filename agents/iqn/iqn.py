@@ -87,7 +87,8 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
     :param replay_buffer_class: replay buffer class (``None``: SB3's choice).
     :param replay_buffer_kwargs: its keyword arguments.
     :param optimize_memory_usage: SB3's memory-efficient replay buffer.
-    :param n_steps: n-step returns (SB3's ``NStepReplayBuffer``) when > 1.
+    :param n_steps: n-step returns when > 1, sampled by the replay buffer (:class:`morl.replay.DeviceReplayBuffer`
+        and its subclasses; a replay buffer class of another kind gets SB3's treatment).
     :param target_update_interval: environment steps between target-network updates.
     :param exploration_fraction: fraction of training over which epsilon decays.
     :param exploration_initial_eps: initial epsilon.
@@ -212,15 +213,24 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
 
     # ------------------------------------------------------------------ setup
     def _setup_model(self) -> None:
-        if self.replay_buffer_class is None and not isinstance(self.observation_space, spaces.Dict) \
-                and self.n_steps == 1:
+        if self.replay_buffer_class is None and not isinstance(self.observation_space, spaces.Dict):
             self.replay_buffer_class = DeviceReplayBuffer  # SB3's ReplayBuffer, with a device copy on CUDA
+        n_steps = self.n_steps
         if isinstance(self.replay_buffer_class, type) and issubclass(self.replay_buffer_class, DeviceReplayBuffer):
-            self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs)  # the caller's dict stays as it was
+            kwargs = self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs)  # the caller's dict stays as it was
             # On CUDA the buffer keeps a copy on the device and samples there (no copy per minibatch);
             # "auto" is resolved by the buffer, so a model saved on one device and loaded on another follows.
-            self.replay_buffer_kwargs.setdefault("device_storage", "auto")
+            kwargs.setdefault("device_storage", "auto")
+            ours = self._n_step_kwargs()
+            for key, value in ours.items():
+                if key in kwargs and kwargs[key] != value and (key == "n_steps" or n_steps > 1):
+                    raise ValueError(f"replay_buffer_kwargs[{key!r}] = {kwargs[key]!r} disagrees with "
+                                     f"{type(self).__name__}'s {key} = {value!r}: set it once, on the agent")
+            if n_steps > 1:
+                kwargs.update(ours)
+                self.n_steps = 1  # the buffer does the n-step returns; SB3 would otherwise warn it ignores them
         super()._setup_model()
+        self.n_steps = n_steps
         self._create_aliases()
         self.batch_norm_stats = get_parameters_by_name(self.quantile_net, ["running_"])
         self.batch_norm_stats_target = get_parameters_by_name(self.quantile_net_target, ["running_"])
@@ -299,6 +309,10 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
         if isinstance(discounts, th.Tensor) and discounts.dim() == 2:
             discounts = discounts.view(batch, 1, -1)
         return rewards.view(batch, 1, -1) + (1.0 - dones.view(batch, 1, 1)) * discounts * z_next
+
+    def _n_step_kwargs(self) -> dict[str, Any]:
+        """What the replay buffer (:class:`morl.replay.DeviceReplayBuffer`) needs for this agent's n-step returns."""
+        return {"n_steps": self.n_steps, "gamma": self.gamma}
 
     def _discounts(self, replay_data):
         """The discount of the Bellman target: ``gamma``, or the n-step buffer's ``[B, 1]`` ``gamma ** n``."""

@@ -197,27 +197,14 @@ class QDIQN(IQN):
                 lambda e: isinstance(e, (int, float)) and not isinstance(e, bool) and 0.0 < e <= 1.0)
         if self.replay_buffer_class is None:
             self.replay_buffer_class = MOReplayBuffer
-        n_steps = self.n_steps
         if isinstance(self.replay_buffer_class, type) and issubclass(self.replay_buffer_class, MOReplayBuffer):
-            kwargs = self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs)  # the caller's dict stays as it was
-            kwargs.setdefault("reward_dim", m)
-            ours = {"n_steps": n_steps, "gamma": self.gamma, "objective_gammas": self.objective_gammas}
-            for key, value in ours.items():
-                if key in kwargs and kwargs[key] != value and (key == "n_steps" or n_steps > 1):
-                    raise ValueError(f"replay_buffer_kwargs[{key!r}] = {kwargs[key]!r} disagrees with QDIQN's "
-                                     f"{key} = {value!r}: set it once, on the agent")
-            if n_steps > 1:
-                kwargs.update(ours)
-                self.n_steps = 1  # the buffer does the n-step returns; SB3 would otherwise warn it ignores them
-        elif n_steps > 1:
-            raise ValueError(f"n_steps={n_steps} needs morl.replay.MOReplayBuffer (or a subclass) for QDIQN's reward "
-                             f"vector, got replay_buffer_class={self.replay_buffer_class.__name__}")
+            self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs)  # the caller's dict stays as it was
+            self.replay_buffer_kwargs.setdefault("reward_dim", m)
         self.thresholds = check_thresholds(self.thresholds, self.preorder)
         self.policy_kwargs.update(preorder=self.preorder, theta=self.theta, delta=self.delta, tie_break=self.tie_break,
                                   subset_rule=self.subset_rule,
                                   thresholds=self.thresholds, objective_risk_etas=self.objective_risk_etas)
         super()._setup_model()
-        self.n_steps = n_steps
         self._weights_t = th.tensor(self.objective_weights, dtype=th.float32, device=self.device)
         self._gammas_t = None if self.objective_gammas is None else th.tensor(
             self.objective_gammas, dtype=th.float32, device=self.device).view(1, 1, m)
@@ -249,6 +236,9 @@ class QDIQN(IQN):
                              f"{tuple(rewards.shape)}: use morl.replay.MOReplayBuffer and an env that puts "
                              "info['vector_reward']")
         return rewards
+
+    def _n_step_kwargs(self) -> dict[str, Any]:
+        return {**super()._n_step_kwargs(), "objective_gammas": self.objective_gammas}
 
     def _discounts(self, replay_data):
         """``gamma_k`` per objective ``[1, 1, m]``, ``gamma``, or the n-step buffer's ``[B, m]`` ``gamma_k ** L``."""
