@@ -182,9 +182,13 @@ class DeviceReplayBuffer(ReplayBuffer):
     def _powers(self, gammas, on_device: bool):
         """``gamma^i`` for ``i = 0 .. n``, ``[n+1, len(gammas)]``: the reward weights of a window and the discount
         of its bootstrap (float32, NumPy or on the device)."""
-        powers = (np.asarray(gammas, dtype=np.float64)[None, :] ** np.arange(self.n_steps + 1)[:, None])
-        powers = powers.astype(np.float32)
-        return th.as_tensor(powers, device=self.device) if on_device else powers
+        key = (tuple(gammas), on_device)
+        cache = self.__dict__.setdefault("_powers_cache", {})  # on the device: copied there once, not per minibatch
+        if key not in cache:
+            powers = (np.asarray(gammas, dtype=np.float64)[None, :] ** np.arange(self.n_steps + 1)[:, None])
+            powers = powers.astype(np.float32)
+            cache[key] = th.as_tensor(powers, device=self.device) if on_device else powers
+        return cache[key]
 
     def _fields(self, a: dict, rows, envs, env, window, on_device: bool) -> dict:
         """SB3's sample fields (same values, dtypes and shapes as its NumPy path), not yet tensors on the host;
@@ -240,6 +244,7 @@ class DeviceReplayBuffer(ReplayBuffer):
         state = self.__dict__.copy()
         state["_mirror"] = None
         state["_rows_since_mirror"] = 0
+        state.pop("_powers_cache", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
