@@ -100,6 +100,9 @@ class DeviceReplayBuffer(ReplayBuffer):
     Other parameters are SB3's ``ReplayBuffer``'s.
     """
 
+    #: the type of a sampled minibatch
+    samples_type: type = ReplayBufferSamples
+
     def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space,
                  device: th.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
                  handle_timeout_termination: bool = True, device_storage: bool | str = False, n_steps: int = 1,
@@ -120,6 +123,7 @@ class DeviceReplayBuffer(ReplayBuffer):
             raise ValueError(f"device_storage must be True, False or 'auto', got {device_storage!r}")
         self.device_storage = bool(device_storage)
         self.n_steps, self.gamma = int(n_steps), float(gamma)
+        self._powers_cache: dict = {}  # see _powers
         self._mirror: dict[str, th.Tensor] | None = None  # device copies of the arrays
         self._rows_since_mirror = 0  # rows written since the mirror was last brought up to date
 
@@ -177,18 +181,17 @@ class DeviceReplayBuffer(ReplayBuffer):
             steps = th.arange(self.n_steps, device=self.device) if on_device else np.arange(self.n_steps)
             window = n_step_window(a["dones"], rows, envs, steps, self.pos, self.buffer_size)
         fields = self._fields(a, rows, envs, env, window, on_device)
-        return self._pack({k: v if v is None or on_device else self.to_torch(v) for k, v in fields.items()})
+        return self.samples_type(**{k: v if v is None or on_device else self.to_torch(v) for k, v in fields.items()})
 
     def _powers(self, gammas, on_device: bool):
         """``gamma^i`` for ``i = 0 .. n``, ``[n+1, len(gammas)]``: the reward weights of a window and the discount
         of its bootstrap (float32, NumPy or on the device)."""
-        key = (tuple(gammas), on_device)
-        cache = self.__dict__.setdefault("_powers_cache", {})  # on the device: copied there once, not per minibatch
-        if key not in cache:
+        key = (tuple(gammas), on_device)  # built once: on the device, one copy instead of one per minibatch
+        if key not in self._powers_cache:
             powers = (np.asarray(gammas, dtype=np.float64)[None, :] ** np.arange(self.n_steps + 1)[:, None])
             powers = powers.astype(np.float32)
-            cache[key] = th.as_tensor(powers, device=self.device) if on_device else powers
-        return cache[key]
+            self._powers_cache[key] = th.as_tensor(powers, device=self.device) if on_device else powers
+        return self._powers_cache[key]
 
     def _fields(self, a: dict, rows, envs, env, window, on_device: bool) -> dict:
         """SB3's sample fields (same values, dtypes and shapes as its NumPy path), not yet tensors on the host;
@@ -211,9 +214,6 @@ class DeviceReplayBuffer(ReplayBuffer):
         return {"observations": self._normalize_obs(a["observations"][rows, envs], env),
                 "actions": a["actions"][rows, envs], "next_observations": self._normalize_obs(next_obs, env),
                 "dones": dones.reshape(-1, 1), "rewards": rewards, "discounts": discounts}
-
-    def _pack(self, fields: dict):
-        return ReplayBufferSamples(**fields)
 
     def _mirrored_names(self) -> tuple[str, ...]:
         names = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
@@ -251,6 +251,7 @@ class DeviceReplayBuffer(ReplayBuffer):
         state.setdefault("device_storage", False)  # buffers pickled before the option existed
         state.setdefault("_mirror", None)
         state.setdefault("_rows_since_mirror", 0)
+        state.setdefault("_powers_cache", {})
         state.setdefault("n_steps", 1)  # buffers pickled before n-step returns existed: one-step transitions
         state.setdefault("gamma", 0.99)
         self.__dict__.update(state)
@@ -287,6 +288,7 @@ class MOReplayBuffer(DeviceReplayBuffer):
     """
 
     vector_rewards: np.ndarray | None
+    samples_type = MOReplayBufferSamples
 
     def __init__(
         self,
@@ -350,23 +352,17 @@ class MOReplayBuffer(DeviceReplayBuffer):
         return (*super()._mirrored_names(), "vector_rewards")
 
     def _fields(self, a: dict, rows, envs, env, window, on_device: bool) -> dict:
-        fields = super()._fields(a, rows, envs, env, window, on_device)
-        fields["scalar_rewards"], fields["scalar_discounts"] = fields.pop("rewards"), fields.pop("discounts")
+        fields = super()._fields(a, rows, envs, env, window, on_device)  # the scalar reward and its discount
         if window is None:
-            fields["vector_rewards"], fields["discounts"] = a["vector_rewards"][rows, envs], None
+            vector, discounts = a["vector_rewards"][rows, envs], None
         else:
             idx, last, mask = window
             powers = self._powers(self.objective_gammas or (self.gamma,) * self.reward_dim, on_device)
-            fields["vector_rewards"] = n_step_sum(a["vector_rewards"][idx, envs[:, None]], mask, powers)
-            fields["discounts"] = powers[last + 1]
+            vector, discounts = n_step_sum(a["vector_rewards"][idx, envs[:, None]], mask, powers), powers[last + 1]
+        fields["scalar_rewards"], fields["vector_rewards"] = fields["rewards"], vector
+        if not self.sample_scalar_rewards:  # the algorithm trains on the vector
+            fields["rewards"], fields["discounts"] = vector, discounts
         return fields
-
-    def _pack(self, fields: dict) -> MOReplayBufferSamples:
-        scalar_discounts = fields.pop("scalar_discounts")
-        if self.sample_scalar_rewards:
-            fields["discounts"] = scalar_discounts
-        return MOReplayBufferSamples(
-            **fields, rewards=fields["scalar_rewards"] if self.sample_scalar_rewards else fields["vector_rewards"])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("objective_gammas", None)  # buffers pickled before n-step returns existed
