@@ -16,6 +16,10 @@ Reported per agent (median and range over seeds):
 - **simulator env-steps/s**: the batched simulator alone, stepped with random actions in the same process at
   the config's ``n_envs`` (infos built, as training uses them), and the ratio of the two.
 
+Above the table, the reference without learning: :class:`morl.envs.driving.RuleDriver` (hand-written rules on
+the same observation, discrete meta-actions) on the held-out episodes of the first ``--reference-evals``
+evaluations, which shows whether the threshold is within reach on this scenario at all.
+
 Writes ``OUT/results.json`` (one record per run, written as each run ends: a killed benchmark resumes where it
 stopped and never redoes a finished run), ``OUT/results.md`` (the table) and ``OUT/learning.png`` (success and
 collision against training wall-clock, one line per seed). Example::
@@ -44,7 +48,9 @@ from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 
 from morl import experiment  # noqa: E402
 from morl.config import load_config  # noqa: E402
-from morl.periodic import read_evaluations  # noqa: E402
+from morl.evaluate import run_episodes  # noqa: E402
+from morl.metrics import episode_metrics  # noqa: E402
+from morl.periodic import PERIODIC_SEED_BASE, read_evaluations  # noqa: E402
 
 #: agent label -> shipped config
 AGENTS = {
@@ -110,6 +116,25 @@ def simulator_speed(cfg, seconds: float = 1.0) -> float:
     return steps * n / dt
 
 
+def rule_reference(args) -> dict:
+    """The rule-based driver's rates on the held-out episodes of the first ``args.reference_evals`` evaluations
+    (the seeds every run's periodic evaluation uses), on QDIQN's env (the route, discrete meta-actions)."""
+    from morl.envs.driving import RuleDriver
+
+    cfg = load_config(ROOT / AGENTS["QDIQN"])
+    envs = experiment.eval_envs(cfg)
+    n = args.reference_evals * args.episodes
+    try:
+        objectives = experiment.env_objectives(envs(1))
+        records = run_episodes(RuleDriver(), envs, range(PERIODIC_SEED_BASE, PERIODIC_SEED_BASE + n), True,
+                               objectives, cfg.env.gamma, batch=min(n, 100))
+    finally:
+        envs.close()
+    metrics = episode_metrics(records, objectives, reps=200, seed=0)
+    return {"episodes": n, **{k: metrics[k]["value"] for k in ("success_rate", "collision_rate", "off_road_rate")},
+            "reached": reached({k: metrics[k]["value"] for k in metrics}, args.success, args.collision)}
+
+
 def run_one(agent: str, seed: int, args, out: Path) -> dict:
     cfg_path = ROOT / AGENTS[agent]
     base = load_config(cfg_path)
@@ -150,10 +175,16 @@ def _med(values) -> str:
     return f"{statistics.median(values):,.0f} [{min(values):,.0f}, {max(values):,.0f}]"
 
 
-def table(records: list[dict], args) -> str:
+def table(records: list[dict], args, reference: dict | None = None) -> str:
     lines = [f"Threshold: success >= {args.success}, collision <= {args.collision} on {args.episodes} held-out "
              f"episodes, evaluated every {args.interval:,} env-steps; training wall-clock, evaluation excluded; "
-             f"cap {args.cap:,.0f} s. Median [min, max] over seeds.", "",
+             f"cap {args.cap:,.0f} s. Median [min, max] over seeds.", ""]
+    if reference is not None:
+        lines += [f"Without learning, `RuleDriver` (hand-written rules on the same observation) on the "
+                  f"{reference['episodes']} held-out episodes of the first {args.reference_evals} evaluations: "
+                  f"success {reference['success_rate']:.3f}, collision {reference['collision_rate']:.3f}, off-road "
+                  f"{reference['off_road_rate']:.3f} (threshold {'met' if reference['reached'] else 'not met'}).", ""]
+    lines += [
              "| agent | config | seeds | reached | time-to-threshold (s) | env-steps to threshold | "
              "end-to-end env-steps/s | simulator env-steps/s | ratio | best (success / collision) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -195,12 +226,15 @@ def main(argv=None) -> int:
     p.add_argument("--budget-factor", type=float, default=10.0,
                    help="step cap per run: the config's train.total_timesteps times this")
     p.add_argument("--sim-seconds", type=float, default=1.0, help="how long to time the simulator alone")
+    p.add_argument("--reference-evals", type=int, default=5,
+                   help="evaluations' worth of held-out episodes the rule-based reference drives (0: none)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_learning")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny budgets, one seed")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.interval, args.episodes, args.cap, args.sim_seconds = 1, 512, 4, 60.0, 0.2
+        args.reference_evals = 1
         args.set = [*args.set, "train.total_timesteps=1024", "train.n_envs=4"]  # after the budget: it wins
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
@@ -219,7 +253,7 @@ def main(argv=None) -> int:
             print(f"[bench_learning] {agent} seed {seed}: {state}; {rec['env_steps_per_s']:,.0f} env-steps/s "
                   f"(simulator {rec['simulator_steps_per_s']:,.0f})", flush=True)
     records = [r for r in records if r["agent"] in args.agents]
-    text = table(records, args)
+    text = table(records, args, rule_reference(args) if args.reference_evals > 0 else None)
     (args.out / "results.md").write_text(text + "\n")
     figure(records, args.out / "learning.png")
     print(text)

@@ -11,6 +11,8 @@
   simulator runs on them unchanged: :class:`HighwayEnvAdapter` for any highway-env scenario
   (``morl/HighwayEnvAdapter-v0``) and :class:`CarlaEnv` for a CARLA 0.9 server (``morl/Carla-v0``; needs
   ``pip install morl[carla]``).
+- :class:`RuleDriver` (:mod:`~morl.envs.driving.rule_driver`): a rule-based meta-action driver on that observation,
+  the no-learning reference of the benchmarks.
 """
 
 from gymnasium.envs.registration import register, registry
@@ -19,12 +21,12 @@ from morl.envs.driving.env import SCENARIOS, DrivingEnv, HighwayEnv, RouteEnv
 from morl.envs.driving.objectives import DEFAULT_PREORDER, EVENT_KEYS, OBJECTIVES
 
 __all__ = ["DrivingEnv", "HighwayEnv", "RouteEnv", "DrivingVecEnv", "StepInfo", "make_vec", "SCENARIOS",
-           "OBJECTIVES", "DEFAULT_PREORDER", "EVENT_KEYS", "HighwayEnvAdapter", "CarlaEnv"]
+           "OBJECTIVES", "DEFAULT_PREORDER", "EVENT_KEYS", "HighwayEnvAdapter", "CarlaEnv", "RuleDriver"]
 
 # Loaded on first use: the SB3 VecEnv imports stable-baselines3 (and torch), the highway-env adapter
 # imports highway-env (and pygame).
 _LAZY = {"make_vec": "vec_env", "DrivingVecEnv": "vec_env", "StepInfo": "vec_env",
-         "HighwayEnvAdapter": "highway_adapter", "CarlaEnv": "carla_env"}
+         "HighwayEnvAdapter": "highway_adapter", "CarlaEnv": "carla_env", "RuleDriver": "rule_driver"}
 
 
 def __getattr__(name):

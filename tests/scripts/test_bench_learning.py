@@ -14,6 +14,9 @@ def test_quick_run_table_figure_and_resume(tmp_path, capsys, load_script):
         assert r["steps"] == 1024 and [e["step"] for e in r["evaluations"]] == [512, 1024]
     table = (out / "results.md").read_text()
     assert "| IQN | `configs/driving_iqn.yaml` | 1 |" in table and "| CaRLPPO |" in table
+    # the rule-based reference on the first evaluation's 4 held-out episodes (it succeeds in all 4)
+    assert "`RuleDriver` (hand-written rules on the same observation) on the 4 held-out episodes" in table
+    assert "success 1.000, collision 0.000" in table
     assert (out / "learning.png").read_bytes()[:4] == b"\x89PNG"
     # a second call finds both runs done and redoes neither
     assert module.main(["--quick", "--agents", "IQN", "CaRLPPO", "--out", str(out)]) == 0
