@@ -28,7 +28,6 @@ the probability-of-improvement chart, and learning curves against steps and agai
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -139,11 +138,11 @@ def _train_one(spec: dict) -> None:
     """Train one run; a finished run (``eval.json``) is left alone, an unfinished one starts again."""
     from morl import experiment
 
+    from morl.sweep import needs_training
+
     run_dir = Path(spec["run_dir"])
-    if (run_dir / "eval.json").exists():
+    if not needs_training(run_dir):
         return
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
     cfg = load_config(spec["config_path"], spec["set"])
     experiment.train(cfg, run_dir=run_dir, source=spec["config_path"])
 

@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     s.add_argument("--max-workers", type=int)
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--out", help="sweep folder (default: <output.root>/<name>/sweep-<timestamp>)")
+    s.add_argument("--out", help="sweep folder (default: <output.root>/<name>/sweep-<timestamp>); the folder of an "
+                   "earlier run of the same sweep is continued (its finished runs kept)")
 
     b = sub.add_parser("benchmark", help="agents x tasks x seeds of a suite file, resumable; results.md and plots")
     b.add_argument("suite", help="suite YAML (e.g. configs/benchmarks/driving.yaml)")

@@ -3,6 +3,7 @@
 ``morl sweep CONFIG --seeds N --grid agent.name=QDIQN,IQN`` writes::
 
     <output.root>/<name>/sweep-<timestamp>/
+        sweep.json              the runs of the sweep (group, seed, config), to continue it
         runs/<group>/seed<k>/   one ordinary run directory per (grid point, seed)
         summary.csv             one row per run: group, seed, grid values, metric point estimates
         summary_groups.csv      per group: each metric's mean over seeds and 95 % bootstrap interval
@@ -12,6 +13,10 @@
 Both backends run the same :func:`run_one` on the same run specifications, one process per run with
 one torch thread, so the same seeds give the same summary whichever backend ran them. The summary is
 built from the run directories afterwards, not from values the workers send back.
+
+A sweep is resumable: ``--out`` naming the folder of a killed sweep, with the same config, seeds, grid and
+``--set``, keeps its finished runs (those with ``eval.json``) and trains the others from scratch
+(:func:`needs_training`); a folder that holds other runs is refused.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -122,8 +128,21 @@ def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>
     return specs
 
 
+def needs_training(run_dir) -> bool:
+    """Whether the run in ``run_dir`` still has to be trained. A finished run (its ``eval.json`` written) is
+    kept; the folder of an unfinished one (a killed sweep or benchmark) is removed, so the run starts again from
+    scratch and a resumed sweep gives exactly the runs of an uninterrupted one (a run continued from a
+    checkpoint would see other episodes after it)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "eval.json").exists():
+        return False
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    return True
+
+
 def run_one(spec: dict) -> str:
-    """Train and evaluate one run in this process; returns its run directory.
+    """Train and evaluate one run in this process, unless it finished earlier; returns its run directory.
 
     With ``spec["steps_file"]`` the run reports its timesteps there (:class:`~morl.checkpoints.StepsFile`),
     and ``"done": true`` once evaluated.
@@ -131,6 +150,8 @@ def run_one(spec: dict) -> str:
     from morl.checkpoints import StepsFile
     from morl.experiment import train
 
+    if not needs_training(spec["run_dir"]):
+        return spec["run_dir"]
     cfg = config_from_dict(spec["config"])
     cfg.train.progress_bar = False
     steps = StepsFile(spec["steps_file"], cfg.train.total_timesteps) if spec.get("steps_file") else None
@@ -300,12 +321,21 @@ def run_sweep(cfg: ExperimentConfig, seeds=None, grid=None, backend: str | None 
     if sweep_dir is None:
         sweep_dir = Path(cfg.output.root) / cfg.name / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     sweep_dir = Path(sweep_dir).resolve()
-    sweep_dir.mkdir(parents=True, exist_ok=False)
+    from morl.checkpoints import atomic_write
+
+    _claim_sweep_dir(sweep_dir, specs)
     steps_dir = sweep_dir / "steps"  # each run's timesteps so far, for the progress line
-    steps_dir.mkdir()
+    steps_dir.mkdir(exist_ok=True)
+    finished = 0
     for i, spec in enumerate(specs):
         spec["run_dir"] = str(sweep_dir / "runs" / _slug(spec["group"]) / f"seed{spec['seed']}")
         spec["steps_file"] = str(steps_dir / f"{i}.json")
+        if (Path(spec["run_dir"]) / "eval.json").exists():
+            total = spec["config"]["train"]["total_timesteps"]
+            atomic_write(Path(spec["steps_file"]), json.dumps({"steps": total, "total": total, "done": True}).encode())
+            finished += 1
+    if finished and progress is not False:
+        print(f"sweep {sweep_dir}: {finished}/{len(specs)} runs finished earlier, kept", file=sys.stderr, flush=True)
     with _Progress(specs) if progress is not False else contextlib.nullcontext():
         if backend == "local":
             _run_local(specs, max_workers)
@@ -314,6 +344,30 @@ def run_sweep(cfg: ExperimentConfig, seeds=None, grid=None, backend: str | None 
     shutil.rmtree(steps_dir, ignore_errors=True)
     summarize(sweep_dir, specs, preorder=cfg.env.preorder)
     return sweep_dir
+
+
+def _claim_sweep_dir(sweep_dir: Path, specs: list[dict]) -> None:
+    """Create ``sweep_dir`` and record its runs in ``sweep.json``; an existing folder is continued only when it
+    holds the same runs (same groups, seeds and configs), so a resumed sweep never mixes two sweeps."""
+    from morl.checkpoints import atomic_write
+
+    record = sweep_dir / "sweep.json"
+    runs = [{"group": s["group"], "seed": s["seed"], "config": s["config"]} for s in specs]
+    if sweep_dir.exists() and any(sweep_dir.iterdir()):
+        try:
+            earlier = json.loads(record.read_text())["runs"]
+        except (OSError, ValueError, KeyError):
+            raise FileExistsError(f"{sweep_dir} exists and is not a sweep folder (no readable sweep.json); "
+                                  "pass a new --out or an earlier sweep's folder") from None
+        if earlier != runs:
+            before = {(r["group"], r["seed"]) for r in earlier}
+            now = {(s["group"], s["seed"]) for s in specs}
+            what = (f"runs {sorted(now ^ before)[:4]} differ" if now != before
+                    else "the same runs with other configs (a changed --set, grid or config file)")
+            raise FileExistsError(f"{sweep_dir} holds another sweep ({what}); pass a new --out to start this one")
+        return
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(record, json.dumps({"runs": runs}, indent=1).encode())
 
 
 def summarize(sweep_dir, specs: list[dict], preorder=None, reps: int = 2000) -> Path:

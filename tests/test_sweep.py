@@ -178,3 +178,40 @@ def test_local_and_ray_sweeps_give_the_same_summary(tmp_path, monkeypatch, capsy
     assert ray_rows == [r for r in rows if r["seed"] == "1"]
     assert (ray_dir / "plots" / "safety_comparison.png").exists()
     assert not (ray_dir / "ray").exists() or any((ray_dir / "ray").iterdir())  # Tune's own records
+
+
+def test_a_killed_sweep_continues_in_its_folder_and_keeps_its_finished_runs(tmp_path, capsys):
+    cfg = load_config(CONFIG, FAST)
+    whole = run_sweep(cfg, seeds=2, sweep_dir=tmp_path / "whole", max_workers=1, progress=False)
+    # what a kill leaves: three runs finished, one half-written (no eval.json), no summary yet
+    cut = tmp_path / "cut"
+    run_sweep(cfg, seeds=2, sweep_dir=cut, max_workers=1, progress=False)
+    unfinished = cut / "runs" / "A2C" / "seed1"
+    (unfinished / "eval.json").unlink()
+    (unfinished / "model.zip").write_bytes(b"half")
+    for name in ("summary.csv", "summary_groups.csv", "comparison.json"):
+        (cut / name).unlink()
+    kept = {p: p.stat().st_mtime_ns for p in (cut / "runs").glob("*/seed*/eval.json")}
+    assert len(kept) == 3
+    run_sweep(cfg, seeds=2, sweep_dir=cut, max_workers=1)
+    assert "3/4 runs finished earlier, kept" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept, "a finished run was trained again"
+    assert (unfinished / "eval.json").exists() and (unfinished / "model.zip").read_bytes() != b"half"
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]  # noqa: E731
+    assert strip(_rows(cut / "summary.csv")) == strip(_rows(whole / "summary.csv"))
+
+
+def test_a_sweep_folder_holding_other_runs_is_refused_and_left_alone(tmp_path):
+    cfg = load_config(CONFIG, FAST)
+    out = run_sweep(cfg, seeds=1, sweep_dir=tmp_path / "s", max_workers=1, progress=False)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(FileExistsError, match=r"holds another sweep \(runs .*'PPO', 1"):
+        run_sweep(cfg, seeds=2, sweep_dir=out, max_workers=1, progress=False)
+    with pytest.raises(FileExistsError, match="same runs with other configs"):
+        run_sweep(load_config(CONFIG, [*FAST, "agent.gamma=0.9"]), seeds=1, sweep_dir=out, progress=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a sweep folder"):
+        run_sweep(cfg, seeds=1, sweep_dir=other, progress=False)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
