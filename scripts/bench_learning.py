@@ -58,6 +58,7 @@ AGENTS = {
     "IQN": "configs/driving_iqn.yaml",
     "CaRLPPO": "configs/carl_route.yaml",
     "GatePPO": "configs/gate_route.yaml",
+    "LexPPO": "configs/lexppo_route.yaml",
 }
 
 
@@ -266,7 +267,7 @@ def _quick_args(args, agent: str):
     if not args.quick:
         return args
     quick = argparse.Namespace(**vars(args))
-    if agent in ("CaRLPPO", "GatePPO"):
+    if agent in ("CaRLPPO", "GatePPO", "LexPPO"):
         quick.set = [*args.set, "agent.n_steps=64", "agent.batch_size=128"]
     else:
         quick.set = [*args.set, "agent.learning_starts=256", "agent.buffer_size=2000"]
