@@ -86,7 +86,7 @@ def main(argv=None) -> int:
             p.error(f"{run}: env.scenario is {cfg.env.scenario!r}; this script reads the route scenario")
         venv = experiment.make_vec_env(cfg, args.episodes, seed=None, monitor=False)
         model = registry.resolve_agent(cfg.agent.name).load(run / "model.zip", env=venv, device="cpu")
-        rows[f"{cfg.agent.name} ({run.name})"] = outcomes(model, venv, args.first_seed)
+        rows[f"{cfg.agent.name} ({run})"] = outcomes(model, venv, args.first_seed)
         venv.close()
     if args.rule_driver:
         from morl.envs.driving import RuleDriver, make_vec

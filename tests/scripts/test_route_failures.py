@@ -44,6 +44,6 @@ def test_main_prints_a_run_and_the_rule_driver(tmp_path, capsys, load_script):
     run = experiment.train(cfg, run_dir=tmp_path / "run", evaluate_after=False)
     assert module.main([str(run), "--rule-driver", "--episodes", "30"]) == 0
     out = capsys.readouterr().out
-    assert "| IQN (run) | 0 |" in out and "| RuleDriver | 2 |" in out
+    assert f"| IQN ({run}) | 0 |" in out and "| RuleDriver | 2 |" in out
     with pytest.raises(SystemExit):
         module.main([])
