@@ -37,6 +37,7 @@ import yaml
 
 from morl.config import ConfigError, load_config
 from morl.metrics import aggregate_runs, performance_profile, probability_of_improvement
+from morl.sweep import is_finished, needs_training, run_pool
 
 __all__ = ["LOWER_IS_BETTER", "load_suite", "run_benchmark", "report", "run_scores"]
 
@@ -138,8 +139,6 @@ def _train_one(spec: dict) -> None:
     """Train one run; a finished run (``eval.json``) is left alone, an unfinished one starts again."""
     from morl import experiment
 
-    from morl.sweep import needs_training
-
     run_dir = Path(spec["run_dir"])
     if not needs_training(run_dir):
         return
@@ -158,14 +157,12 @@ def run_benchmark(suite_path, out=None, max_workers: int = 1, overrides=(), prog
     out = Path(out) if out is not None else Path("runs") / "benchmarks" / suite["name"]
     out.mkdir(parents=True, exist_ok=True)
     specs = _runs(suite, out, overrides)
-    todo = [s for s in specs if not (Path(s["run_dir"]) / "eval.json").exists()]
+    todo = [s for s in specs if not is_finished(s["run_dir"])]
     t0 = time.time()
     if progress:
         print(f"benchmark {suite['name']}: {len(specs) - len(todo)}/{len(specs)} runs done earlier, "
               f"{len(todo)} to run", file=sys.stderr, flush=True)
     if max_workers > 1 and len(todo) > 1:
-        from morl.sweep import run_pool
-
         run_pool(_train_one, todo, max_workers, on_done=_progress(todo, specs, t0) if progress else None)
     else:
         tick = _progress(todo, specs, t0) if progress else None
@@ -199,7 +196,7 @@ def report(suite: dict, specs: list[dict], out: Path) -> dict:
     """Write ``results.json``, ``results.md`` and ``plots/`` from the finished runs; returns the results."""
     runs = []
     for spec in specs:
-        if (Path(spec["run_dir"]) / "eval.json").exists():
+        if is_finished(spec["run_dir"]):
             runs.append({k: spec[k] for k in ("task", "agent", "seed", "run_dir")} | run_scores(spec["run_dir"]))
     metrics = suite["metrics"]
     tables, pois = {}, []

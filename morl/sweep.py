@@ -128,13 +128,18 @@ def expand(cfg: ExperimentConfig, seeds=None, grid=None, source: str = "<config>
     return specs
 
 
+def is_finished(run_dir) -> bool:
+    """Whether the run in ``run_dir`` finished: its ``eval.json``, written last, exists."""
+    return (Path(run_dir) / "eval.json").exists()
+
+
 def needs_training(run_dir) -> bool:
     """Whether the run in ``run_dir`` still has to be trained. A finished run (its ``eval.json`` written) is
     kept; the folder of an unfinished one (a killed sweep or benchmark) is removed, so the run starts again from
     scratch and a resumed sweep gives exactly the runs of an uninterrupted one (a run continued from a
     checkpoint would see other episodes after it)."""
     run_dir = Path(run_dir)
-    if (run_dir / "eval.json").exists():
+    if is_finished(run_dir):
         return False
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -330,7 +335,7 @@ def run_sweep(cfg: ExperimentConfig, seeds=None, grid=None, backend: str | None 
     for i, spec in enumerate(specs):
         spec["run_dir"] = str(sweep_dir / "runs" / _slug(spec["group"]) / f"seed{spec['seed']}")
         spec["steps_file"] = str(steps_dir / f"{i}.json")
-        if (Path(spec["run_dir"]) / "eval.json").exists():
+        if is_finished(spec["run_dir"]):
             total = spec["config"]["train"]["total_timesteps"]
             atomic_write(Path(spec["steps_file"]), json.dumps({"steps": total, "total": total, "done": True}).encode())
             finished += 1

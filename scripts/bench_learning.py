@@ -131,9 +131,9 @@ def rule_reference(args) -> dict:
                                objectives, cfg.env.gamma, batch=min(n, 100))
     finally:
         envs.close()
-    metrics = episode_metrics(records, objectives, reps=200, seed=0)
-    return {"episodes": n, **{k: metrics[k]["value"] for k in ("success_rate", "collision_rate", "off_road_rate")},
-            "reached": reached({k: metrics[k]["value"] for k in metrics}, args.success, args.collision)}
+    rates = {k: v["value"] for k, v in episode_metrics(records, objectives, reps=200, seed=0).items()}
+    return {"episodes": n, **{k: rates[k] for k in ("success_rate", "collision_rate", "off_road_rate")},
+            "reached": reached(rates, args.success, args.collision)}
 
 
 def run_one(agent: str, seed: int, args, out: Path) -> dict:

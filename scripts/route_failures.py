@@ -65,8 +65,8 @@ def table(rows: dict[str, list[dict]]) -> str:
             rs = [r for r in records if r["start_lane"] == lane]
             off = [r["s"] for r in rs if r["outcome"] == "off_road"]
             shares = " | ".join(f"{sum(r['outcome'] == k for r in rs) / len(rs):.2f}" for k in OUTCOMES)
-            lines.append(f"| {name} | {lane} | {len(rs)} | {shares} | {np.median(off):.0f} |" if off else
-                         f"| {name} | {lane} | {len(rs)} | {shares} | - |")
+            at = f"{np.median(off):.0f}" if off else "-"
+            lines.append(f"| {name} | {lane} | {len(rs)} | {shares} | {at} |")
     return "\n".join(lines)
 
 

@@ -29,11 +29,10 @@ from __future__ import annotations
 import numpy as np
 
 from morl.envs.driving.observation import K_VEHICLES, N_EGO_OBS, N_ROUTE_OBS, N_VEH_OBS, V_MAX, WINDOW, obs_size
+from morl.envs.driving.sim import FASTER, IDLE, LANE_RIGHT, SLOWER
 
 __all__ = ["RuleDriver"]
 
-# meta-actions, highway-env's DiscreteMetaAction order (as morl.envs.driving.sim)
-_LANE_LEFT, _IDLE, _LANE_RIGHT, _FASTER, _SLOWER = 0, 1, 2, 3, 4
 _VEHICLE_LENGTH = 5.0  # m: the observation gives centre distances; gaps are bumper to bumper
 _MERGE_ROOM = 20.0     # m of lane a lane change from standstill needs (the lateral controller steers at speed)
 
@@ -121,12 +120,12 @@ class RuleDriver:
         stuck = (lane_end < self.merge_distance) & ~merge & ~changing
         danger |= stuck & (lane_end - _MERGE_ROOM < self._safe_gap(v, v))
 
-        actions = np.full(len(obs), _IDLE, dtype=np.int64)
-        actions[(target_speed > limit + 1e-6)] = _SLOWER
-        actions[(target_speed + self.speed_step <= limit + 1e-6)] = _FASTER
-        actions[danger & (target_speed > 0)] = _SLOWER
-        actions[danger & (target_speed <= 0)] = _IDLE
-        actions[merge] = _LANE_RIGHT
+        actions = np.full(len(obs), IDLE, dtype=np.int64)
+        actions[(target_speed > limit + 1e-6)] = SLOWER
+        actions[(target_speed + self.speed_step <= limit + 1e-6)] = FASTER
+        actions[danger & (target_speed > 0)] = SLOWER
+        actions[danger & (target_speed <= 0)] = IDLE
+        actions[merge] = LANE_RIGHT
         return actions
 
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
