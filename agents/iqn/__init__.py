@@ -9,7 +9,8 @@
 from morl.agents.iqn.ensemble_iqn import EnsembleIQN
 from morl.agents.iqn.iqn import IQN
 from morl.agents.iqn.losses import quantile_huber_loss
-from morl.agents.iqn.policies import IQNPolicy, QDIQNPolicy
+from morl.agents.iqn.policies import IQNPolicy
+from morl.agents.iqn.qd_policies import QDIQNPolicy
 from morl.agents.iqn.qdiqn import QDIQN
 
 __all__ = ["IQN", "QDIQN", "EnsembleIQN", "IQNPolicy", "QDIQNPolicy", "quantile_huber_loss"]

@@ -15,7 +15,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from morl.agents.iqn.iqn import IQN
-from morl.agents.iqn.policies import (
+from morl.agents.iqn.qd_policies import (
     TIE_BREAKS,
     QDCnnPolicy,
     QDIQNPolicy,

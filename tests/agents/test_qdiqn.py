@@ -350,7 +350,7 @@ def test_iqn_configs_train_and_evaluate_in_a_tiny_budget(name, tmp_path):
 
 @pytest.mark.parametrize("tie_break", ["lowest_mean", "sum_mean"])
 def test_cpu_select_kernel_matches_the_tensor_tie_break(tie_break):
-    from morl.agents.iqn.policies import QDIQNPolicy, _masked_argmax_kernel, masked_argmax, tie_break_scores
+    from morl.agents.iqn.qd_policies import QDIQNPolicy, _masked_argmax_kernel, masked_argmax, tie_break_scores
 
     p = Preorder.parse("a > b, c")  # the last level has two objectives: their means are summed
     policy = QDIQNPolicy(spaces.Box(-1, 1, (2,)), spaces.Discrete(5), lambda _: 1e-3, preorder=p, tie_break=tie_break)
@@ -382,7 +382,7 @@ def test_cpu_select_kernel_matches_the_tensor_tie_break(tie_break):
 def test_fused_select_kernel_matches_the_subset_and_tie_break_it_replaces(thresholds, dtype, rule):
     # On CPU select() is one numba call; it must give the torch code's mask (of the quantiles capped at the
     # thresholds) and the tensor tie-break's action, with ties, cycles (theta < 1) and inf quantiles.
-    from morl.agents.iqn.policies import QDIQNPolicy, masked_argmax, tie_break_scores
+    from morl.agents.iqn.qd_policies import QDIQNPolicy, masked_argmax, tie_break_scores
     from morl.dominance import _rulebook_subset_torch, _staged_subsets_torch
 
     policy = QDIQNPolicy(spaces.Box(-1, 1, (2,)), spaces.Discrete(5), lambda _: 1e-3, preorder="a > b, c",
@@ -406,7 +406,7 @@ def test_fused_select_kernel_matches_the_subset_and_tie_break_it_replaces(thresh
 def test_select_checks_the_objective_axis_before_the_kernel(m):
     # The kernel reads a threshold and a margin per objective of z and the preorder's plan of 3 objectives:
     # a z with another number of objectives would be read out of bounds.
-    from morl.agents.iqn.policies import QDIQNPolicy
+    from morl.agents.iqn.qd_policies import QDIQNPolicy
 
     policy = QDIQNPolicy(spaces.Box(-1, 1, (2,)), spaces.Discrete(5), lambda _: 1e-3, preorder="a > b, c",
                          thresholds=(-0.5, None, 0.5))
