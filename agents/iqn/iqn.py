@@ -103,6 +103,9 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
     :param double_q: select ``a*`` with the online network (double DQN).
     :param select_taus: ``"grid"`` or ``"sample"`` (see above).
     :param max_grad_norm: gradient clipping norm (``None``: no clipping).
+    :param acting_average: act (and be evaluated) with an exponential moving average of the online weights,
+        updated by this fraction after every gradient step (``0``: the online network; see
+        :class:`~morl.agents.iqn.policies.IQNPolicy`).
     :param stats_window_size: episodes averaged in the rollout logs.
     :param tensorboard_log: TensorBoard log directory.
     :param policy_kwargs: policy keyword arguments (``net_arch``, ``n_cos``, ...).
@@ -151,6 +154,7 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
         double_q: bool = False,
         select_taus: str = "grid",
         max_grad_norm: float | None = None,
+        acting_average: float = 0.0,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -202,6 +206,9 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
         self.policy_kwargs = dict(self.policy_kwargs)
         self.policy_kwargs["n_quantiles_act"] = self.n_quantiles_act
         self.policy_kwargs["risk_eta"] = self.risk_eta
+        if acting_average:
+            self.policy_kwargs["acting_average"] = float(acting_average)
+        self.acting_average = float(acting_average)
         if "optimizer_class" not in self.policy_kwargs:
             self.policy_kwargs["optimizer_class"] = th.optim.Adam
             # fused: one kernel updates every parameter, about 3x faster than "foreach", which on CPU loops over
@@ -357,6 +364,7 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
             if self.max_grad_norm is not None:
                 th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
+            self.policy.update_acting()
             losses.append(loss.detach())
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

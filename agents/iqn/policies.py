@@ -227,10 +227,18 @@ class IQNPolicy(BasePolicy):
     :param optimizer_class: optimiser (Adam).
     :param optimizer_kwargs: optimiser keyword arguments, learning rate excluded.
     :param separate_trunks: one trunk per head (see :class:`ImplicitQuantileNetwork`; default shared).
+    :param acting_average: ``0`` (default): act with the online network. ``alpha`` in ``(0, 1)``: act with an
+        exponential moving average of the online weights, ``w_act <- (1 - alpha) w_act + alpha w`` after every
+        gradient step (:meth:`update_acting`), so the policy that acts and is evaluated moves with the drift of
+        the online weights rather than with each minibatch's step. Averaging the iterates of stochastic
+        gradient descent is Polyak and Juditsky's (1992); Nikishin et al. (2018, "Improving Stability in Deep
+        Reinforcement Learning with Weight Averaging") show that averaged weights keep deep RL agents from
+        forgetting a well-rewarded policy. The training targets do not use it.
     """
 
     quantile_net: ImplicitQuantileNetwork
     quantile_net_target: ImplicitQuantileNetwork
+    quantile_net_acting: ImplicitQuantileNetwork | None
 
     def __init__(
         self,
@@ -249,6 +257,7 @@ class IQNPolicy(BasePolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         separate_trunks: bool = False,
+        acting_average: float = 0.0,
     ):
         super().__init__(observation_space, action_space, features_extractor_class, features_extractor_kwargs,
                          optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs,
@@ -260,6 +269,9 @@ class IQNPolicy(BasePolicy):
         self.n_heads = n_heads
         if not 0.0 < float(risk_eta) <= 1.0:
             raise ValueError(f"risk_eta must be in (0, 1], got {risk_eta}")
+        if not 0.0 <= float(acting_average) < 1.0:
+            raise ValueError(f"acting_average must be in [0, 1), got {acting_average}")
+        self.acting_average = float(acting_average)
         self.n_quantiles_act = n_quantiles_act
         self.risk_eta = float(risk_eta)
         self.net_arch = net_arch
@@ -285,16 +297,39 @@ class IQNPolicy(BasePolicy):
         self.quantile_net_target = self.make_quantile_net()
         self.quantile_net_target.load_state_dict(self.quantile_net.state_dict())
         self.quantile_net_target.set_training_mode(False)
+        self.quantile_net_acting = None
+        if self.acting_average:
+            self.quantile_net_acting = self.make_quantile_net()
+            self.quantile_net_acting.load_state_dict(self.quantile_net.state_dict())
+            self.quantile_net_acting.set_training_mode(False)
         self.optimizer = self.optimizer_class(self.quantile_net.parameters(), lr=lr_schedule(1),
                                               **self.optimizer_kwargs)
+
+    @th.no_grad()
+    def update_acting(self) -> None:
+        """One step of the acting network's average (``acting_average``): its parameters move ``alpha`` of the way
+        to the online network's, its buffers (batch-norm statistics) are copied; nothing without an average."""
+        if self.quantile_net_acting is None:
+            return
+        pairs = self.__dict__.get("_acting_pairs")
+        if pairs is None:
+            acting, online = self.quantile_net_acting, self.quantile_net
+            pairs = self.__dict__["_acting_pairs"] = (
+                list(acting.parameters()), list(online.parameters()), list(acting.buffers()), list(online.buffers()))
+        params_acting, params_online, buffers_acting, buffers_online = pairs
+        th._foreach_lerp_(params_acting, params_online, self.acting_average)
+        for mine, theirs in zip(buffers_acting, buffers_online):
+            mine.copy_(theirs)
 
     def make_quantile_net(self) -> ImplicitQuantileNetwork:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
         return ImplicitQuantileNetwork(**net_args).to(self.device)
 
     def act_quantiles(self, obs: PyTorchObs) -> th.Tensor:
-        """Online quantiles on the acting grid, ``[B, K, H, A]``."""
-        return self.quantile_net(obs, self.act_taus)
+        """Quantiles on the acting grid, ``[B, K, H, A]``: of the online network, or of its average when
+        ``acting_average`` is set."""
+        net = self.quantile_net if self.quantile_net_acting is None else self.quantile_net_acting
+        return net(obs, self.act_taus)
 
     def forward(self, obs: PyTorchObs, deterministic: bool = True) -> th.Tensor:
         return self._predict(obs, deterministic=deterministic)
@@ -307,7 +342,7 @@ class IQNPolicy(BasePolicy):
         data.update({"n_heads": self.n_heads, "n_quantiles_act": self.n_quantiles_act, "risk_eta": self.risk_eta,
                          "net_arch": self.net_arch,
                          "n_cos": self.n_cos, "activation_fn": self.activation_fn, "lr_schedule": self._dummy_schedule,
-                         "separate_trunks": self.separate_trunks,
+                         "separate_trunks": self.separate_trunks, "acting_average": self.acting_average,
                          "optimizer_class": self.optimizer_class, "optimizer_kwargs": self.optimizer_kwargs,
                          "features_extractor_class": self.features_extractor_class,
                          "features_extractor_kwargs": self.features_extractor_kwargs})
@@ -345,6 +380,7 @@ class IQNPolicy(BasePolicy):
 
     def _apply(self, *args, **kwargs):
         self.__dict__.pop("_device", None)
+        self.__dict__.pop("_acting_pairs", None)
         return super()._apply(*args, **kwargs)
 
 

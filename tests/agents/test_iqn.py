@@ -396,3 +396,53 @@ def test_learning_rate_final_decays_linearly_through_training_and_survives_save_
         IQN("MlpPolicy", "CartPole-v1", learning_rate=1e-4, learning_rate_final=1e-3)
     with pytest.raises(ValueError, match="learning_rate_final"):
         IQN("MlpPolicy", "CartPole-v1", learning_rate=lambda p: 1e-3 * p, learning_rate_final=0.0)
+
+
+# ---------------------------------------------------------------------------------------------- acting average
+def _params(net):
+    return [p.detach().clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("cls,kwargs", [(IQN, {}), (EnsembleIQN, {"n_ensemble": 2})])
+def test_acting_average_is_the_exponential_average_of_the_online_weights_step_by_step(cls, kwargs):
+    alpha = 0.3
+    model = cls("MlpPolicy", "CartPole-v1", learning_starts=32, batch_size=16, learning_rate=1e-2,
+                acting_average=alpha, seed=0, **kwargs)
+    model.learn(64)  # fills the buffer past learning_starts; the acting net has followed every step so far
+    policy = model.policy
+    expected = _params(policy.quantile_net_acting)
+    for _ in range(5):  # one gradient step at a time, the average written out from its definition
+        model.train(gradient_steps=1, batch_size=16)
+        online = _params(policy.quantile_net)
+        expected = [(1 - alpha) * e + alpha * w for e, w in zip(expected, online)]
+        for mine, want in zip(_params(policy.quantile_net_acting), expected):
+            assert th.allclose(mine, want, atol=1e-6)
+    # the online network moved away from it: the two are different networks
+    assert any(not th.equal(a, w) for a, w in zip(_params(policy.quantile_net_acting), online))
+
+
+def test_acting_and_evaluation_use_the_averaged_network(tmp_path):
+    obs = np.random.default_rng(1).normal(size=(256, 4)).astype(np.float32)
+    model = IQN("MlpPolicy", "CartPole-v1", learning_starts=50, batch_size=32, learning_rate=5e-2, train_freq=1,
+                acting_average=1e-12, seed=0)
+    with th.no_grad():
+        start = model.policy.quantile_net(th.as_tensor(obs), model.policy.act_taus).mean(dim=(1, 2)).argmax(1)
+    model.learn(600)
+    online = model.policy.quantile_net
+    with th.no_grad():
+        now = online(th.as_tensor(obs), model.policy.act_taus).mean(dim=(1, 2)).argmax(1)
+    assert not th.equal(now, start)  # training changed the online network's greedy actions ...
+    acts, _ = model.predict(obs, deterministic=True)
+    assert np.array_equal(acts, start.numpy())  # ... but an average that barely moves still acts as at the start
+    # save / load keeps the averaged network and its acting
+    model.save(tmp_path / "m")
+    loaded = IQN.load(tmp_path / "m")
+    assert np.array_equal(loaded.predict(obs, deterministic=True)[0], acts)
+    for a, b in zip(model.policy.quantile_net_acting.state_dict().values(),
+                    loaded.policy.quantile_net_acting.state_dict().values()):
+        assert th.equal(a, b)
+    # without an average there is no third network and acting is the online network's
+    plain = IQN("MlpPolicy", "CartPole-v1", seed=0)
+    assert plain.policy.quantile_net_acting is None
+    with pytest.raises(ValueError, match="acting_average"):
+        IQN("MlpPolicy", "CartPole-v1", acting_average=1.0)

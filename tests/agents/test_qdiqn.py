@@ -242,6 +242,25 @@ def test_qdiqn_save_load_identical_predict_and_callbacks(tmp_path):
     loaded.learn(100)
 
 
+def test_qdiqn_acts_on_the_averaged_network_when_asked(tmp_path):
+    obs = np.random.default_rng(2).uniform(size=(64, 4)).astype(np.float32)
+    model = QDIQN("MlpPolicy", SafeOrFast(), theta=0.8, delta=(0.05, 0.1), seed=0, acting_average=0.5,
+                  **{**FAST, "learning_starts": 50})
+    model.learn(300)
+    policy = model.policy
+    # the quantiles that select the action are the averaged network's, not the online one's
+    with th.no_grad():
+        obs_t = th.as_tensor(obs)
+        acting = policy.quantile_net_acting(obs_t, policy.act_taus)
+        online = policy.quantile_net(obs_t, policy.act_taus)
+        assert not th.allclose(acting, online)
+        assert th.equal(policy.act_quantiles(obs_t), acting)
+        expected = policy.select(acting)[0].numpy()
+    assert np.array_equal(model.predict(obs, deterministic=True)[0], expected)
+    model.save(tmp_path / "qd")
+    assert np.array_equal(QDIQN.load(tmp_path / "qd").predict(obs, deterministic=True)[0], expected)
+
+
 def test_separate_trunks_keep_each_heads_loss_out_of_the_other_heads(tmp_path):
     model = QDIQN("MlpPolicy", SafeOrFast(), seed=0, **{**FAST, "policy_kwargs": {"net_arch": [16, 16],
                                                                                    "separate_trunks": True}})
