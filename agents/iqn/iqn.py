@@ -241,6 +241,8 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
         self._create_aliases()
         self.batch_norm_stats = get_parameters_by_name(self.quantile_net, ["running_"])
         self.batch_norm_stats_target = get_parameters_by_name(self.quantile_net_target, ["running_"])
+        acting = self.policy.quantile_net_acting
+        self.batch_norm_stats_acting = None if acting is None else get_parameters_by_name(acting, ["running_"])
         self.exploration_schedule = LinearSchedule(
             self.exploration_initial_eps, self.exploration_final_eps, self.exploration_fraction
         )
@@ -364,7 +366,10 @@ class IQN(FitsVectorEnvOnLoad, OffPolicyAlgorithm):
             if self.max_grad_norm is not None:
                 th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
-            self.policy.update_acting()
+            if self.batch_norm_stats_acting is not None:  # the acting network's average, as the target's update
+                polyak_update(self.quantile_net.parameters(), self.policy.quantile_net_acting.parameters(),
+                              self.acting_average)
+                polyak_update(self.batch_norm_stats, self.batch_norm_stats_acting, 1.0)
             losses.append(loss.detach())
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

@@ -229,7 +229,7 @@ class IQNPolicy(BasePolicy):
     :param separate_trunks: one trunk per head (see :class:`ImplicitQuantileNetwork`; default shared).
     :param acting_average: ``0`` (default): act with the online network. ``alpha`` in ``(0, 1)``: act with an
         exponential moving average of the online weights, ``w_act <- (1 - alpha) w_act + alpha w`` after every
-        gradient step (:meth:`update_acting`), so the policy that acts and is evaluated moves with the drift of
+        gradient step (the agent's ``train``), so the policy that acts and is evaluated moves with the drift of
         the online weights rather than with each minibatch's step. Averaging the iterates of stochastic
         gradient descent is Polyak and Juditsky's (1992); Nikishin et al. (2018, "Improving Stability in Deep
         Reinforcement Learning with Weight Averaging") show that averaged weights keep deep RL agents from
@@ -305,22 +305,6 @@ class IQNPolicy(BasePolicy):
         self.optimizer = self.optimizer_class(self.quantile_net.parameters(), lr=lr_schedule(1),
                                               **self.optimizer_kwargs)
 
-    @th.no_grad()
-    def update_acting(self) -> None:
-        """One step of the acting network's average (``acting_average``): its parameters move ``alpha`` of the way
-        to the online network's, its buffers (batch-norm statistics) are copied; nothing without an average."""
-        if self.quantile_net_acting is None:
-            return
-        pairs = self.__dict__.get("_acting_pairs")
-        if pairs is None:
-            acting, online = self.quantile_net_acting, self.quantile_net
-            pairs = self.__dict__["_acting_pairs"] = (
-                list(acting.parameters()), list(online.parameters()), list(acting.buffers()), list(online.buffers()))
-        params_acting, params_online, buffers_acting, buffers_online = pairs
-        th._foreach_lerp_(params_acting, params_online, self.acting_average)
-        for mine, theirs in zip(buffers_acting, buffers_online):
-            mine.copy_(theirs)
-
     def make_quantile_net(self) -> ImplicitQuantileNetwork:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
         return ImplicitQuantileNetwork(**net_args).to(self.device)
@@ -380,7 +364,6 @@ class IQNPolicy(BasePolicy):
 
     def _apply(self, *args, **kwargs):
         self.__dict__.pop("_device", None)
-        self.__dict__.pop("_acting_pairs", None)
         return super()._apply(*args, **kwargs)
 
 
